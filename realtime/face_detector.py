@@ -1,0 +1,133 @@
+"""FaceDetector: a thin wrapper around the MediaPipe Tasks BlazeFace detector."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from .errors import ModelError
+from .native import quiet_stderr, tensorflow_blocked
+from .paths import DETECTOR_MODELS
+
+with tensorflow_blocked():
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["image", "video"]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: pixel box ``(x, y, w, h)`` clamped to the frame, score, six keypoints (px).
+
+    ``raw_box`` is the detector's box before clamping (it may reach past the frame); crops use it
+    so a face at the edge keeps its centre and scale.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+    keypoints: tuple[tuple[float, float], ...] = field(default=())
+    raw_box: tuple[int, int, int, int] | None = None
+
+    @property
+    def crop_box(self) -> tuple[int, int, int, int]:
+        return self.raw_box or self.box
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+
+def resolve_detector_model(name_or_path: str | Path) -> Path:
+    """``short``/``full`` name the bundled models; anything else is a path."""
+    path = DETECTOR_MODELS.get(str(name_or_path), Path(name_or_path))
+    if not path.is_file():
+        raise ModelError(f"face detector model not found: {path}")
+    return path
+
+
+class FaceDetector:
+    """BlazeFace via MediaPipe Tasks. Use as a context manager, or call :meth:`close`.
+
+    ``mode="video"`` for streams (needs increasing timestamps, tracks internally); ``"image"`` for
+    independent stills. Input frames are BGR uint8 (OpenCV's order).
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "short",
+        mode: Mode = "video",
+        min_score: float = 0.5,
+        min_suppression: float = 0.3,
+    ) -> None:
+        self.model_path = resolve_detector_model(model)
+        self.mode: Mode = mode
+        self.min_score = min_score
+        running = vision.RunningMode.VIDEO if mode == "video" else vision.RunningMode.IMAGE
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            running_mode=running,
+            min_detection_confidence=min_score,
+            min_suppression_threshold=min_suppression,
+        )
+        try:
+            with quiet_stderr():
+                self._detector = vision.FaceDetector.create_from_options(options)
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"cannot load face detector {self.model_path}: {exc}") from exc
+        self._last_ts = -1
+        self._warm = False
+
+    def detect(self, frame_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
+        """Detect faces in one BGR frame. ``timestamp_ms`` is required in video mode."""
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        with quiet_stderr() if not self._warm else _nullcontext():
+            if self.mode == "video":
+                ts = int(timestamp_ms if timestamp_ms is not None else self._last_ts + 1)
+                ts = max(ts, self._last_ts + 1)  # MediaPipe needs strictly increasing timestamps
+                self._last_ts = ts
+                result = self._detector.detect_for_video(image, ts)
+            else:
+                result = self._detector.detect(image)
+        self._warm = True
+        height, width = frame_bgr.shape[:2]
+        faces = []
+        for det in result.detections:
+            bb = det.bounding_box
+            x0, y0 = max(0, bb.origin_x), max(0, bb.origin_y)
+            x1, y1 = min(width, bb.origin_x + bb.width), min(height, bb.origin_y + bb.height)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            score = float(det.categories[0].score) if det.categories else 0.0
+            kps = tuple((kp.x * width, kp.y * height) for kp in (det.keypoints or []))
+            raw = (bb.origin_x, bb.origin_y, bb.width, bb.height)
+            faces.append(Detection((x0, y0, x1 - x0, y1 - y0), score, kps, raw))
+        faces.sort(key=lambda d: d.area, reverse=True)
+        return faces
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _nullcontext:  # noqa: N801 - tiny local stand-in, cheaper than contextlib on the hot path
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

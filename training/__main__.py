@@ -1,0 +1,106 @@
+"""``python -m training {prepare,train,export,evaluate}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from realtime.errors import UserError
+
+log = logging.getLogger("training")
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data import folder_items, prepare, utkface_items
+
+    items, extra = [], {}
+    if args.utkface:
+        utk, dropped = utkface_items(Path(args.utkface))
+        items += utk
+        extra["dropped"] = dropped
+    for folder in args.folder or []:
+        items += folder_items(Path(folder))
+    if args.limit:
+        items = items[: args.limit]
+    if not items:
+        raise UserError("nothing to prepare: give --utkface DIR and/or --folder DIR")
+    report = prepare(items, Path(args.out), size=args.size, margin=args.margin, extra_report=extra)
+    log.info("prepared %s", json.dumps({k: v for k, v in report.items() if k != "skipped_examples"}))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, parse_schedule, train
+
+    cfg = TrainConfig(
+        data=args.data, run=args.run, weights=args.weights, schedule=parse_schedule(args.schedule),
+        batch_size=args.batch_size, lr=args.lr, frozen_epochs=args.frozen_epochs,
+        min_age=args.min_age, mask_prob=args.mask_prob, mask_templates=args.mask_templates,
+        seed=args.seed, max_steps=args.max_steps, val_limit=args.val_limit,
+    )
+    state = train(cfg, resume=args.resume)
+    log.info("training done: best val score %.4f at epoch %s", state["best_val_acc"], state["best_epoch"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="detect and crop faces into a cache")
+    p.add_argument("--utkface", help="UTKFace folder with labels.csv and images/")
+    p.add_argument("--folder", action="append", help="folder with female/ and male/ (repeatable)")
+    p.add_argument("--out", required=True, help="cache folder to write")
+    p.add_argument("--size", type=int, default=128, help="crop size in px (default 128)")
+    p.add_argument("--margin", type=float, default=None, help="crop margin (default: realtime's)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N images (for trials)")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("train", help="train VGG16 on a prepared cache (resumable)")
+    p.add_argument("--data", required=True, help="prepared cache folder")
+    p.add_argument("--run", required=True, help="run folder for checkpoints, history and plots")
+    p.add_argument("--weights", default="none",
+                   help="imagenet (download), none (from scratch, default) or PATH to weights")
+    p.add_argument("--schedule", default="64:8,96:2",
+                   help="input sizes and epochs, SIZE:EPOCHS,... (default 64:8,96:2)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4, help="peak Adam learning rate (cosine decay)")
+    p.add_argument("--frozen-epochs", type=int, default=2,
+                   help="epochs with a frozen base when weights are pretrained (default 2)")
+    p.add_argument("--min-age", type=int, default=13, help="train on people this old or older")
+    p.add_argument("--mask-prob", type=float, default=0.4, help="share of training crops masked")
+    p.add_argument("--mask-templates", help="MaskTheFace templates folder (masks.cfg, templates/)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="continue the run from last.keras")
+    p.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--val-limit", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s: %(message)s" if not args.verbose else
+                        "%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if getattr(args, "margin", 0) is None:
+        from realtime.crop import DEFAULT_MARGIN
+
+        args.margin = DEFAULT_MARGIN
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Datasets → face crops cache, made with the runtime's own detector and ``realtime.crop``.
+
+A cache folder holds:
+  crops.npy      N x S x S x 3 uint8, BGR, cropped with the metadata margin (``realtime.crop``)
+  landmarks.npy  N x 468 x 2 float16, face-mesh points normalised to the crop (NaN when missing)
+  meta.csv       one row per crop: index, file, gender, age, race, source, det_score, group, split
+  report.json    images read, faces found, skipped images and why, split sizes
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from realtime.crop import DEFAULT_MARGIN, crop_face
+from realtime.errors import UserError
+from realtime.face_detector import FaceDetector
+from realtime.sources import IMAGE_EXTENSIONS
+
+from .landmarks import LANDMARK_MARGIN, FaceLandmarks, rescale_points
+
+log = logging.getLogger(__name__)
+
+LABELS = ("female", "male")
+# Dataset photos that are already tight face crops (UTKFace) leave the detector no room: pad them
+# by this share of their size (edge pixels repeated) before detection and cropping.
+PAD_FRACTION = 0.5
+
+
+@dataclass
+class Item:
+    path: Path
+    gender: str
+    age: int | None = None
+    race: str | None = None
+    source: str = ""
+    group: str = ""
+
+
+@dataclass
+class Record:
+    index: int
+    file: str
+    gender: str
+    age: int | str
+    race: str
+    source: str
+    det_score: float
+    group: str
+    split: str = ""
+
+
+def folder_items(root: Path) -> list[Item]:
+    """Images under ``root/female`` and ``root/male`` (any depth, known image extensions)."""
+    items = []
+    for label in LABELS:
+        sub = root / label
+        if not sub.is_dir():
+            raise UserError(f"{root} has no {label}/ folder (expected female/ and male/)")
+        for path in sorted(sub.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                items.append(Item(path, label, source=root.name, group=str(path.relative_to(root))))
+    return items
+
+
+def utkface_items(root: Path) -> tuple[list[Item], dict[str, int]]:
+    """UTKFace rows from ``labels.csv``; duplicate groups share one ``group`` id.
+
+    Groups whose copies disagree on gender are dropped (reported in the returned counts).
+    """
+    labels = root / "labels.csv"
+    if not labels.is_file():
+        raise UserError(f"{labels} not found (UTKFace needs labels.csv with file,age,gender,race)")
+    dup_group: dict[str, str] = {}
+    conflict: set[str] = set()
+    dups = root / "duplicates.csv"
+    if dups.is_file():
+        with dups.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                dup_group[row["file"]] = row["sha1"]
+                if row.get("gender_conflict", "0") == "1":
+                    conflict.add(row["sha1"])
+    items, dropped = [], Counter()
+    with labels.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            group = dup_group.get(row["file"], row["file"])
+            if group in conflict:
+                dropped["gender_conflict_duplicate"] += 1
+                continue
+            items.append(Item(root / "images" / row["file"], row["gender"], int(row["age"]),
+                              row["race"], source="utkface", group=group))
+    return items, dict(dropped)
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return image
+
+
+def crops_from_items(
+    items: list[Item], size: int, margin: float = DEFAULT_MARGIN, pad: float = PAD_FRACTION,
+    with_landmarks: bool = True,
+) -> Iterator[tuple[Item, np.ndarray | None, np.ndarray | None, float, str]]:
+    """Yield ``(item, crop, landmarks, det_score, skip_reason)``; crop is None when skipped."""
+    landmarker = FaceLandmarks() if with_landmarks else None
+    with FaceDetector("short", mode="image", min_score=0.5) as detector:
+        for item in items:
+            image = _read_image(item.path)
+            if image is None:
+                yield item, None, None, 0.0, "unreadable"
+                continue
+            p = int(round(max(image.shape[:2]) * pad))
+            if p:
+                image = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_REPLICATE)
+            faces = detector.detect(image)
+            if not faces:
+                yield item, None, None, 0.0, "no_face"
+                continue
+            face = faces[0]  # largest
+            crop = crop_face(image, face.crop_box, size, margin)
+            points = None
+            if landmarker is not None:
+                mesh, flag = landmarker(image, face.crop_box)
+                points = rescale_points(mesh, LANDMARK_MARGIN, margin) if flag > 0 else None
+            yield item, crop, points, face.score, ""
+
+
+def prepare(
+    items: list[Item], out: Path, size: int = 128, margin: float = DEFAULT_MARGIN,
+    extra_report: dict | None = None,
+) -> dict:
+    """Detect, crop and cache ``items`` into ``out``; returns the report (also saved)."""
+    out.mkdir(parents=True, exist_ok=True)
+    crops, marks, records = [], [], []
+    skipped: Counter[str] = Counter()
+    skipped_examples: dict[str, list[str]] = {}
+    for item, crop, points, score, reason in tqdm(
+        crops_from_items(items, size, margin), total=len(items), desc="prepare", unit="img"
+    ):
+        if crop is None:
+            skipped[reason] += 1
+            skipped_examples.setdefault(reason, [])
+            if len(skipped_examples[reason]) < 10:
+                skipped_examples[reason].append(str(item.path))
+            continue
+        records.append(Record(len(records), str(item.path), item.gender,
+                              "" if item.age is None else item.age, item.race or "", item.source,
+                              round(score, 4), item.group))
+        crops.append(crop)
+        marks.append(points if points is not None else np.full((468, 2), np.nan, np.float32))
+    if not records:
+        raise UserError("no faces found in any image; nothing to cache")
+    from .split import assign_splits
+
+    assign_splits(records)
+    _save_array(out / "crops.npy", np.stack(crops))
+    _save_array(out / "landmarks.npy", np.stack(marks).astype(np.float16))
+    write_meta(out / "meta.csv", records)
+    report = {
+        "images_read": len(items),
+        "faces_found": len(records),
+        "skipped": dict(skipped),
+        "skipped_examples": skipped_examples,
+        "landmarks_found": int(sum(not np.isnan(m[0, 0]) for m in marks)),
+        "crop_size": size,
+        "crop_margin": margin,
+        "split_sizes": dict(Counter(r.split for r in records)),
+        **(extra_report or {}),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_suffix(".partial.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
+def write_meta(path: Path, records: list[Record]) -> None:
+    tmp = path.with_suffix(".partial")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(asdict(records[0]).keys()))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in records)
+    tmp.replace(path)
+
+
+@dataclass
+class Cache:
+    """A prepared cache loaded into memory."""
+
+    crops: np.ndarray
+    landmarks: np.ndarray
+    meta: list[dict[str, str]]
+
+    def indices(self, split: str, min_age: int | None = None, max_age: int | None = None
+                ) -> np.ndarray:
+        keep = []
+        for i, row in enumerate(self.meta):
+            if row["split"] != split:
+                continue
+            age = int(row["age"]) if row["age"] not in ("", None) else None
+            if min_age is not None and age is not None and age < min_age:
+                continue
+            if max_age is not None and (age is None or age > max_age):
+                continue
+            keep.append(i)
+        return np.array(keep, dtype=np.int64)
+
+    def labels(self) -> np.ndarray:
+        """1 for female, 0 for male (the model's single output is p_female)."""
+        return np.array([1 if r["gender"] == "female" else 0 for r in self.meta], dtype=np.int64)
+
+
+def load_cache(path: Path, mmap: bool = True) -> Cache:
+    for name in ("crops.npy", "landmarks.npy", "meta.csv"):
+        if not (path / name).is_file():
+            raise UserError(f"{path} is not a prepared cache (missing {name}); run `python -m training prepare`")
+    with (path / "meta.csv").open(newline="") as fh:
+        meta = list(csv.DictReader(fh))
+    mode = "r" if mmap else None
+    return Cache(np.load(path / "crops.npy", mmap_mode=mode), np.load(path / "landmarks.npy", mmap_mode=mode), meta)

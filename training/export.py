@@ -1,0 +1,221 @@
+"""Export: full-integer int8 TFLite + metadata JSON, with a float-vs-int8 parity check.
+
+The exporter fixes the input size, quantises with a representative set of training crops, checks
+the int8 model against the float model on the test split (fails when accuracy drops by more than
+``max_drop`` points), picks the decision threshold on the validation split (equal female and male
+recall) and writes the metadata the runtime reads.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from realtime.classifier import GenderClassifier, ModelInfo
+from realtime.errors import UserError
+
+from .data import Cache, load_cache
+from .masks import load_templates
+from .split import age_band
+from .train import eval_arrays
+
+log = logging.getLogger(__name__)
+
+UNCERTAIN_HALF_WIDTH = 0.1
+
+
+class ParityError(UserError):
+    """The int8 model is too far from the float model."""
+
+
+def convert_int8(model, size: int, representative: np.ndarray) -> bytes:  # noqa: ANN001 - keras model
+    """Full-integer int8 conversion of ``model`` at a fixed ``size`` (int8 input and output)."""
+    import tensorflow as tf
+
+    from .model import resized
+
+    fixed = resized(model, size)
+
+    def rep():  # noqa: ANN202
+        for x in representative:
+            yield [x[None].astype(np.float32)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fixed.export(tmp, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = rep
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The threshold that makes female and male recall closest (ties: best accuracy)."""
+    best, best_key = 0.5, (2.0, 0.0)
+    for t in np.linspace(0.05, 0.95, 181):
+        pred = p >= t
+        rf, rm = pred[y == 1].mean(), (~pred[y == 0]).mean()
+        key = (abs(rf - rm), -((pred == y).mean()))
+        if key < best_key:
+            best, best_key = float(t), key
+    return round(best, 3)
+
+
+def metrics(y: np.ndarray, p: np.ndarray, threshold: float, band: tuple[float, float] | None = None) -> dict:
+    pred = p >= threshold
+    out = {
+        "n": int(len(y)),
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "recall_female": float(pred[y == 1].mean()) if (y == 1).any() else float("nan"),
+        "recall_male": float((~pred[y == 0]).mean()) if (y == 0).any() else float("nan"),
+    }
+    out["balanced_accuracy"] = (out["recall_female"] + out["recall_male"]) / 2
+    if band:
+        out["uncertain"] = float(((p >= band[0]) & (p < band[1])).mean()) if len(y) else 0.0
+    return out
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def predict_int8(path: Path, info: ModelInfo, x: np.ndarray, threads: int) -> np.ndarray:
+    clf = GenderClassifier(path, num_threads=threads, info=info)
+    out = []
+    for i in tqdm(range(0, len(x), 64), desc="int8", unit="batch", leave=False):
+        out.append(clf.predict_crops(x[i : i + 64].astype(np.uint8)))
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float = 0.5,
+           rep_samples: int = 300, mask_templates: Path | None = None, min_age: int = 13,
+           threads: int = 2, training_note: str = "", limit: int = 0) -> dict:
+    import keras
+
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    cache = load_cache(data)
+    templates = load_templates(mask_templates) if mask_templates else []
+    model = keras.models.load_model(checkpoint)
+    rng = np.random.default_rng(0)
+    train_idx = cache.indices("train")
+    rep_idx = rng.choice(train_idx, size=min(rep_samples, len(train_idx)), replace=False)
+    rep = eval_arrays(cache, rep_idx, size, masked=False)
+    rep_masked = eval_arrays(cache, rep_idx[: len(rep_idx) // 3], size, masked=True, templates=templates)
+    log.info("converting to int8 at %d px with %d representative crops", size, len(rep) + len(rep_masked))
+    tflite = convert_int8(model, size, np.concatenate([rep, rep_masked]))
+
+    labels = cache.labels()
+    val_idx = cache.indices("val", min_age=min_age)
+    test_idx = cache.indices("test", min_age=min_age)
+    child_idx = cache.indices("test", max_age=min_age - 1)
+    if limit:
+        val_idx, test_idx, child_idx = val_idx[:limit], test_idx[:limit], child_idx[:limit]
+    margin = float(json.loads((data / "report.json").read_text()).get("crop_margin", 0.1)) \
+        if (data / "report.json").is_file() else 0.1
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_model = Path(tmp) / "model.tflite"
+        tmp_model.write_bytes(tflite)
+        provisional = ModelInfo(input_size=size, crop_margin=margin)
+        # Threshold from the validation split (int8 predictions, plain and masked together).
+        xv = eval_arrays(cache, val_idx, size, masked=False)
+        xvm = eval_arrays(cache, val_idx, size, masked=True, templates=templates)
+        pv = predict_int8(tmp_model, provisional, np.concatenate([xv, xvm]), threads)
+        threshold = choose_threshold(np.concatenate([labels[val_idx]] * 2), pv)
+        band = (round(max(0.0, threshold - UNCERTAIN_HALF_WIDTH), 3),
+                round(min(1.0, threshold + UNCERTAIN_HALF_WIDTH), 3))
+        # Parity and test metrics.
+        report: dict = {"threshold": threshold, "uncertain_band": list(band)}
+        y_test = labels[test_idx]
+        for tag, masked in (("test", False), ("test_masked", True)):
+            xt = eval_arrays(cache, test_idx, size, masked=masked, templates=templates)
+            p_float = model.predict(xt, batch_size=64, verbose=0).reshape(-1)
+            p_int8 = predict_int8(tmp_model, provisional, xt, threads)
+            m_float = metrics(y_test, p_float, threshold)
+            m_int8 = metrics(y_test, p_int8, threshold, band)
+            m_int8["float_accuracy"] = m_float["accuracy"]
+            m_int8["agreement_with_float"] = float(((p_float >= threshold) == (p_int8 >= threshold)).mean())
+            report[tag] = m_int8
+            report[f"{tag}_by_group"] = group_table(cache, test_idx, p_int8, threshold)
+            drop = (m_float["accuracy"] - m_int8["accuracy"]) * 100
+            log.info("%s: float %.4f, int8 %.4f (drop %.2f points)", tag, m_float["accuracy"],
+                     m_int8["accuracy"], drop)
+            if not masked and drop > max_drop:
+                raise ParityError(f"int8 accuracy drops {drop:.2f} points below float on the test split "
+                                  f"(limit {max_drop}); not exported")
+        if len(child_idx):
+            xc = eval_arrays(cache, child_idx, size, masked=False)
+            report["test_children_under_%d" % min_age] = metrics(
+                labels[child_idx], predict_int8(tmp_model, provisional, xc, threads), threshold, band)
+        meta = {
+            "model": out.name,
+            "architecture": "VGG16 (keras.applications, include_top=False) + GAP + Dense(256) + Dense(1, sigmoid)",
+            "input_size": size,
+            "colour_order": "BGR",
+            "input_scaling": "pixels 0..255 as float (int8 input: scale/zero-point in the model); "
+                             "ImageNet mean subtraction is inside the model",
+            "crop_margin": margin,
+            "crop": "realtime.crop.crop_face on the MediaPipe BlazeFace box",
+            "output": "p_female (sigmoid)",
+            "labels": {"positive": "female", "negative": "male"},
+            "threshold": threshold,
+            "uncertain_band": list(band),
+            "training": training_note,
+            "training_data": "UTKFace (non-commercial research licence), ages >= %d for training" % min_age,
+            "split_sizes": _split_sizes(cache, min_age),
+            "metrics": report,
+            "training_commit": _git_commit(),
+            "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": str(checkpoint),
+            "size_bytes": len(tflite),
+        }
+        tmp_out = out.with_name(out.name + ".partial")
+        tmp_out.write_bytes(tflite)
+        meta_path = out.with_suffix(".json")
+        tmp_meta = meta_path.with_name(meta_path.name + ".partial")
+        tmp_meta.write_text(json.dumps(meta, indent=2))
+        tmp_out.replace(out)
+        tmp_meta.replace(meta_path)
+    log.info("wrote %s (%.1f MB) and %s", out, len(tflite) / 1e6, meta_path)
+    return meta
+
+
+def _split_sizes(cache: Cache, min_age: int) -> dict:
+    sizes: dict = {}
+    for split in ("train", "val", "test"):
+        sizes[split] = int(len(cache.indices(split)))
+        sizes[f"{split}_age_{min_age}_plus"] = int(len(cache.indices(split, min_age=min_age)))
+    return sizes
+
+
+def group_table(cache: Cache, idx: np.ndarray, p: np.ndarray, threshold: float) -> list[dict]:
+    """Accuracy per gender x age band x race (rows with at least one face)."""
+    from collections import defaultdict
+
+    labels = cache.labels()
+    cells: dict[tuple[str, str, str], list[bool]] = defaultdict(list)
+    for i, prob in zip(idx, p):
+        row = cache.meta[i]
+        key = (row["gender"], age_band(row["age"]), row["race"] or "unknown")
+        cells[key].append(bool((prob >= threshold) == labels[i]))
+    return [{"gender": g, "age_band": a, "race": r, "n": len(v), "accuracy": float(np.mean(v))}
+            for (g, a, r), v in sorted(cells.items())]
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

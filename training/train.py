@@ -1,0 +1,291 @@
+"""Training: multi-size schedule, two phases when pretrained, checkpoints every epoch, resume.
+
+A run folder holds ``last.keras`` (model + optimiser, rewritten every epoch), ``best.keras`` (best
+validation accuracy so far), ``state.json`` (epochs done, best score, the run's arguments),
+``history.csv`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from realtime.crop import resize_square
+from realtime.errors import UserError
+
+from .augment import AugmentConfig, augment, masked_copy
+from .data import Cache, load_cache
+from .masks import Template, load_templates
+from .model import base_model, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    run: str
+    weights: str = "none"
+    schedule: list[tuple[int, int]] = field(default_factory=lambda: [(64, 8), (96, 2)])
+    batch_size: int = 32
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.05
+    frozen_epochs: int = 2  # phase 1 (frozen base) when weights are pretrained
+    min_age: int = 13
+    mask_prob: float = 0.4
+    mask_templates: str | None = None
+    seed: int = 1
+    max_steps: int = 0  # >0 caps batches per epoch (smoke tests)
+    val_limit: int = 0  # >0 caps validation images (smoke tests)
+
+
+def parse_schedule(text: str) -> list[tuple[int, int]]:
+    """``"64:8,96:2"`` → ``[(64, 8), (96, 2)]`` (input size : epochs)."""
+    try:
+        out = [(int(a), int(b)) for a, b in (part.split(":") for part in text.split(",") if part)]
+    except ValueError as exc:
+        raise UserError(f"bad --schedule {text!r}; expected SIZE:EPOCHS[,SIZE:EPOCHS...]") from exc
+    if not out or any(s < 32 or e < 1 for s, e in out):
+        raise UserError(f"bad --schedule {text!r}; sizes >= 32 and epochs >= 1")
+    return out
+
+
+class CropSequence(keras.utils.PyDataset):
+    """Batches of augmented crops at one input size, reshuffled each epoch, class-balanced."""
+
+    def __init__(self, cache: Cache, indices: np.ndarray, size: int, batch_size: int,
+                 cfg: AugmentConfig, templates: list[Template], seed: int, max_steps: int = 0):
+        super().__init__()
+        self.cache, self.size, self.batch_size, self.cfg = cache, size, batch_size, cfg
+        self.templates = templates
+        self.indices = indices
+        labels = cache.labels()[indices]
+        counts = np.bincount(labels, minlength=2).astype(np.float64)
+        self.weights = (len(labels) / (2 * np.maximum(counts, 1)))[labels].astype(np.float32)
+        self.labels = labels.astype(np.float32)
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(indices))
+        self.max_steps = max_steps
+
+    def __len__(self) -> int:
+        n = math.ceil(len(self.indices) / self.batch_size)
+        return min(n, self.max_steps) if self.max_steps else n
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.indices))
+
+    def __getitem__(self, i: int):  # noqa: ANN204 - keras protocol
+        pos = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        rng = np.random.default_rng(self.rng.integers(1 << 62))
+        batch = np.empty((len(pos), self.size, self.size, 3), np.float32)
+        for k, p in enumerate(pos):
+            idx = self.indices[p]
+            crop = augment(np.asarray(self.cache.crops[idx]),
+                           np.asarray(self.cache.landmarks[idx], np.float32), rng, self.cfg,
+                           self.templates)
+            batch[k] = resize_square(crop, self.size)
+        return batch, self.labels[pos], self.weights[pos]
+
+
+def eval_arrays(cache: Cache, indices: np.ndarray, size: int, masked: bool,
+                templates: list[Template] | None = None) -> np.ndarray:
+    """Validation/test inputs at ``size``, optionally with a deterministic mask per image."""
+    out = np.empty((len(indices), size, size, 3), np.float32)
+    for k, idx in enumerate(indices):
+        crop = np.asarray(cache.crops[idx])
+        if masked:
+            crop = masked_copy(crop, np.asarray(cache.landmarks[idx], np.float32), int(idx), templates)
+        out[k] = resize_square(crop, size)
+    return out
+
+
+def balanced_accuracy(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
+    pred = (p >= threshold).astype(int)
+    rec_f = float((pred[y == 1] == 1).mean()) if (y == 1).any() else float("nan")
+    rec_m = float((pred[y == 0] == 0).mean()) if (y == 0).any() else float("nan")
+    return float((pred == y).mean()), rec_f, rec_m
+
+
+class EpochEnd(keras.callbacks.Callback):
+    """Validate (plain + masked), write history, curves, last/best checkpoints and state."""
+
+    def __init__(self, trainer: Trainer, size: int):
+        super().__init__()
+        self.trainer, self.size = trainer, size
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.trainer.end_epoch(self.model, epoch, self.size, logs or {})
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.run = Path(cfg.run)
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.cache = load_cache(Path(cfg.data))
+        self.templates = load_templates(Path(cfg.mask_templates)) if cfg.mask_templates else []
+        self.train_idx = self.cache.indices("train", min_age=cfg.min_age)
+        self.val_idx = self.cache.indices("val", min_age=cfg.min_age)
+        if cfg.val_limit:
+            self.val_idx = self.val_idx[: cfg.val_limit]
+        if len(self.train_idx) == 0 or len(self.val_idx) == 0:
+            raise UserError(f"{cfg.data}: the train or val split is empty")
+        self.y_val = self.cache.labels()[self.val_idx]
+        self._val_cache: dict[tuple[int, bool], np.ndarray] = {}
+        self.state = self._load_state()
+        self.total_epochs = sum(e for _, e in cfg.schedule)
+        self.epoch_started = time.time()
+
+    # -- state ----------------------------------------------------------------------------
+    def _load_state(self) -> dict:
+        path = self.run / "state.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        return {"epochs_done": 0, "best_val_acc": -1.0, "best_epoch": -1}
+
+    def _save_state(self) -> None:
+        self.state["config"] = asdict(self.cfg)
+        tmp = self.run / "state.json.partial"
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.run / "state.json")
+
+    # -- schedule -------------------------------------------------------------------------
+    def lr_at(self, epoch: int) -> float:
+        """Cosine decay over the whole schedule, per epoch (so resume picks the same value)."""
+        t = epoch / max(1, self.total_epochs - 1)
+        floor = self.cfg.lr * self.cfg.min_lr_ratio
+        return floor + 0.5 * (self.cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
+
+    def pretrained(self) -> bool:
+        return self.cfg.weights != "none"
+
+    # -- main loop ------------------------------------------------------------------------
+    def fit(self, resume: bool) -> dict:
+        last = self.run / "last.keras"
+        if resume and last.is_file():
+            model = keras.models.load_model(last)
+            log.info("resumed %s after %d epochs", last, self.state["epochs_done"])
+        else:
+            if resume:
+                log.warning("no checkpoint in %s; starting a new run", self.run)
+            self.state = {"epochs_done": 0, "best_val_acc": -1.0, "best_epoch": -1}
+            (self.run / "history.csv").unlink(missing_ok=True)
+            model = build_model(self.cfg.weights)
+            self._compile(model, self.lr_at(0), trainable_base=not self.pretrained())
+        aug = AugmentConfig(mask_prob=self.cfg.mask_prob)
+        start = 0
+        for size, epochs in self.cfg.schedule:
+            end = start + epochs
+            done = self.state["epochs_done"]
+            if done >= end:
+                start = end
+                continue
+            first = max(start, done)
+            log.info("training at %d px, epochs %d..%d of %d", size, first + 1, end, self.total_epochs)
+            seq = CropSequence(self.cache, self.train_idx, size, self.cfg.batch_size, aug,
+                               self.templates, seed=self.cfg.seed * 1000 + first, max_steps=self.cfg.max_steps)
+            for epoch in range(first, end):
+                frozen = self.pretrained() and epoch < self.cfg.frozen_epochs
+                lr = self.lr_at(epoch)
+                self._set_phase(model, frozen, lr)
+                self.epoch_started = time.time()
+                model.fit(seq, epochs=epoch + 1, initial_epoch=epoch, verbose=1,
+                          callbacks=[EpochEnd(self, size)])
+            start = end
+        return self.state
+
+    def _compile(self, model: keras.Model, lr: float, trainable_base: bool) -> None:
+        base_model(model).trainable = trainable_base
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+                      loss=keras.losses.BinaryCrossentropy(label_smoothing=0.05),
+                      metrics=[keras.metrics.BinaryAccuracy(name="acc")])
+
+    def _set_phase(self, model: keras.Model, frozen: bool, lr: float) -> None:
+        base = base_model(model)
+        if base.trainable == frozen:  # phase change: recompile (fresh optimiser for fine-tuning)
+            self._compile(model, lr, trainable_base=not frozen)
+        model.optimizer.learning_rate.assign(lr)
+
+    # -- per epoch ------------------------------------------------------------------------
+    def validate(self, model: keras.Model, size: int) -> dict[str, float]:
+        out = {}
+        for masked in (False, True):
+            key = (size, masked)
+            if key not in self._val_cache:
+                self._val_cache = {k: v for k, v in self._val_cache.items() if k[0] == size}
+                self._val_cache[key] = eval_arrays(self.cache, self.val_idx, size, masked, self.templates)
+            p = model.predict(self._val_cache[key], batch_size=64, verbose=0).reshape(-1)
+            acc, rf, rm = balanced_accuracy(self.y_val, p)
+            tag = "val_masked" if masked else "val"
+            out[f"{tag}_acc"], out[f"{tag}_recall_f"], out[f"{tag}_recall_m"] = acc, rf, rm
+        return out
+
+    def end_epoch(self, model: keras.Model, epoch: int, size: int, logs: dict) -> None:
+        metrics = self.validate(model, size)
+        row = {"epoch": epoch + 1, "size": size, "lr": self.lr_at(epoch),
+               "loss": logs.get("loss"), "acc": logs.get("acc"), **metrics,
+               "seconds": round(time.time() - self.epoch_started, 1)}
+        _append_csv(self.run / "history.csv", row)
+        score = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2
+        model.save(self.run / "last.partial.keras")
+        (self.run / "last.partial.keras").replace(self.run / "last.keras")
+        if score > self.state["best_val_acc"]:
+            self.state["best_val_acc"], self.state["best_epoch"] = score, epoch + 1
+            self.state["best_size"] = size
+            model.save(self.run / "best.partial.keras")
+            (self.run / "best.partial.keras").replace(self.run / "best.keras")
+        self.state["epochs_done"] = epoch + 1
+        self._save_state()
+        plot_history(self.run / "history.csv", self.run / "curves.png")
+        log.info("epoch %d/%d at %d px: %s", epoch + 1, self.total_epochs, size,
+                 ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def plot_history(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return
+    ep = [int(r["epoch"]) for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(ep, [float(r["loss"]) for r in rows], marker="o", label="train loss")
+    a1.set_xlabel("epoch")
+    a1.set_title("loss")
+    a1.legend()
+    for key, label in (("acc", "train (augmented)"), ("val_acc", "val"), ("val_masked_acc", "val masked")):
+        a2.plot(ep, [float(r[key]) for r in rows], marker="o", label=label)
+    a2.set_xlabel("epoch")
+    a2.set_title("accuracy")
+    a2.legend()
+    fig.tight_layout()
+    tmp = png_path.with_name(png_path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(png_path)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    return Trainer(cfg).fit(resume)
+
