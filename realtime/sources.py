@@ -1,3 +1,529 @@
-"""Frame sources (placeholder, completed below)."""
+"""Frame sources behind one interface: context managers that yield :class:`Frame` objects.
+
+``open_source(spec)`` understands: a camera index (``0``), ``picam`` (Raspberry Pi camera via
+picamera2), ``synthetic[:faces=N,frames=M,size=WxH]`` (moving test faces), an ``http(s)://`` or
+``rtsp://`` URL (reconnected with back-off when it drops), a video file, an image file or a folder
+of images. Every failure to open or read becomes a :class:`SourceError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import SourceError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
+DEFAULT_FPS = 30.0
+
+
+@dataclass
+class Frame:
+    """One frame. ``image`` is BGR uint8. ``detect_image`` (optional) is a smaller copy to detect
+    on (picamera2's low-res stream); boxes found on it are scaled by ``image/detect_image``."""
+
+    index: int
+    time_s: float
+    image: np.ndarray
+    name: str | None = None
+    detect_image: np.ndarray | None = None
+
+
+@dataclass
+class ReconnectPolicy:
+    """Back-off for network streams: ``tries`` attempts, waits doubling from ``first_wait_s``."""
+
+    tries: int = 5
+    first_wait_s: float = 1.0
+    max_wait_s: float = 16.0
+
+    def waits(self) -> Iterator[float]:
+        wait = self.first_wait_s
+        for _ in range(self.tries):
+            yield wait
+            wait = min(wait * 2, self.max_wait_s)
+
+
+class Source:
+    """Base class. ``live`` sources run in real time (camera/URL/picam); the rest are files."""
+
+    live = False
+    kind = "source"
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.fps: float = DEFAULT_FPS
+        self.total: int | None = None  # frames, when known
+        self.size: tuple[int, int] | None = None  # (width, height) when known
+
+    def __enter__(self) -> Source:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
+
+# --- OpenCV-backed: camera and video file ---------------------------------------------------
+class _CaptureSource(Source):
+    def __init__(self, spec: str) -> None:
+        super().__init__(spec)
+        self.cap: cv2.VideoCapture | None = None
+
+    def _capture(self) -> cv2.VideoCapture:
+        raise NotImplementedError
+
+    def open(self) -> None:
+        self.cap = self._capture()
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise SourceError(self._cannot_open())
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and math.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS
+        w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.size = (w, h) if w > 0 and h > 0 else None
+
+    def _cannot_open(self) -> str:
+        return f"cannot open {self.spec}"
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class CameraSource(_CaptureSource):
+    live = True
+    kind = "camera"
+
+    def __init__(self, index: int, fail_after: int = 30) -> None:
+        super().__init__(str(index))
+        self.index = index
+        self.fail_after = fail_after
+
+    def _capture(self) -> cv2.VideoCapture:
+        return cv2.VideoCapture(self.index)
+
+    def _cannot_open(self) -> str:
+        return f"camera {self.index} cannot be opened (no such camera, or it is in use)"
+
+    def frames(self) -> Iterator[Frame]:
+        assert self.cap is not None
+        start, index, misses = time.monotonic(), 0, 0
+        while True:
+            ok, image = self.cap.read()
+            if not ok or image is None:
+                misses += 1
+                if index == 0 and misses >= 5:
+                    raise SourceError(f"camera {self.index} opened but delivers no frames")
+                if misses >= self.fail_after:
+                    raise SourceError(f"camera {self.index} stopped delivering frames after {index} frames")
+                time.sleep(0.01)
+                continue
+            misses = 0
+            yield Frame(index, time.monotonic() - start, image)
+            index += 1
+
+
+class VideoFileSource(_CaptureSource):
+    kind = "video"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+        self.frames_read = 0
+        self.truncated = False
+
+    def _capture(self) -> cv2.VideoCapture:
+        _check_file(self.path)
+        return cv2.VideoCapture(str(self.path))
+
+    def _cannot_open(self) -> str:
+        return f"cannot decode video {self.path} (corrupt or unsupported format)"
+
+    def open(self) -> None:
+        super().open()
+        assert self.cap is not None
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.total = count if count > 0 else None
+
+    def frames(self) -> Iterator[Frame]:
+        assert self.cap is not None
+        index = 0
+        while True:
+            ok, image = self.cap.read()
+            if not ok or image is None:
+                break
+            yield Frame(index, index / self.fps, image)
+            index += 1
+            self.frames_read = index
+        if index == 0:
+            raise SourceError(f"video {self.path} has no decodable frames (corrupt or empty)")
+        # Container frame counts can be off by a frame or two; more than that is a cut file.
+        if self.total and index < self.total - max(2, int(0.02 * self.total)):
+            self.truncated = True
+            raise SourceError(
+                f"video {self.path} ended after {index} of {self.total} frames (truncated or corrupt)"
+            )
+
+
+# --- network streams -------------------------------------------------------------------------
+class _MjpegReader:
+    """Minimal HTTP MJPEG (multipart/x-mixed-replace) reader: robust and needs no FFmpeg."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.response = urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 - user's URL
+        ctype = self.response.headers.get("Content-Type", "")
+        if "multipart" not in ctype:
+            self.response.close()
+            raise ValueError(f"not an MJPEG stream (Content-Type {ctype!r})")
+        self.buffer = b""
+
+    def read(self) -> np.ndarray | None:
+        while True:
+            start = self.buffer.find(b"\xff\xd8")
+            end = self.buffer.find(b"\xff\xd9", start + 2) if start >= 0 else -1
+            if start >= 0 and end >= 0:
+                jpeg, self.buffer = self.buffer[start : end + 2], self.buffer[end + 2 :]
+                image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+                if image is not None:
+                    return image
+                continue
+            chunk = self.response.read1(65536) if hasattr(self.response, "read1") else self.response.read(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+            if len(self.buffer) > 32 << 20:  # no frame boundary in 32 MB: not MJPEG
+                return None
+
+    def close(self) -> None:
+        self.response.close()
+
+
+class StreamSource(Source):
+    """``http(s)://`` MJPEG (own reader) or any URL OpenCV/FFmpeg opens (``rtsp://`` …).
+
+    When the stream drops, it is reopened with back-off; after ``policy.tries`` failed attempts
+    the source gives up with a :class:`SourceError`.
+    """
+
+    live = True
+    kind = "stream"
+
+    def __init__(self, url: str, policy: ReconnectPolicy | None = None, timeout_s: float = 10.0) -> None:
+        super().__init__(url)
+        self.url = url
+        self.policy = policy or ReconnectPolicy()
+        self.timeout_s = timeout_s
+        self._reader: _MjpegReader | cv2.VideoCapture | None = None
+        self.reconnects = 0
+
+    def _connect(self) -> _MjpegReader | cv2.VideoCapture:
+        if self.url.startswith(("http://", "https://")):
+            try:
+                return _MjpegReader(self.url, self.timeout_s)
+            except ValueError:
+                pass  # not MJPEG: let FFmpeg try (HLS, progressive mp4 …)
+            except (urllib.error.URLError, OSError) as exc:
+                raise ConnectionError(str(getattr(exc, "reason", exc))) from exc
+        cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise ConnectionError("cannot open stream")
+        return cap
+
+    def _read(self) -> np.ndarray | None:
+        reader = self._reader
+        try:
+            if isinstance(reader, _MjpegReader):
+                return reader.read()
+            if reader is not None:
+                ok, image = reader.read()
+                return image if ok else None
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+        return None
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            try:
+                if isinstance(self._reader, _MjpegReader):
+                    self._reader.close()
+                else:
+                    self._reader.release()
+            except OSError:
+                pass
+            self._reader = None
+
+    def open(self) -> None:
+        try:
+            self._reader = self._connect()
+        except ConnectionError as exc:
+            raise SourceError(f"cannot open stream {self.url}: {exc}") from exc
+
+    def _reconnect(self) -> bool:
+        self._close_reader()
+        for attempt, wait in enumerate(self.policy.waits(), start=1):
+            log.warning("stream %s dropped; reconnecting in %.1f s (try %d/%d)", self.url, wait,
+                        attempt, self.policy.tries)
+            time.sleep(wait)
+            try:
+                self._reader = self._connect()
+            except ConnectionError:
+                continue
+            self.reconnects += 1
+            log.info("reconnected to %s", self.url)
+            return True
+        return False
+
+    def close(self) -> None:
+        self._close_reader()
+
+    def frames(self) -> Iterator[Frame]:
+        start, index = time.monotonic(), 0
+        while True:
+            image = self._read()
+            if image is None:
+                if not self._reconnect():
+                    raise SourceError(f"stream {self.url} dropped and did not come back after "
+                                      f"{self.policy.tries} tries")
+                continue
+            yield Frame(index, time.monotonic() - start, image)
+            index += 1
+
+
+# --- images ----------------------------------------------------------------------------------
+def read_image(path: Path) -> np.ndarray | None:
+    """Decode an image file to BGR, or None when it is empty, unreadable or not an image."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return image if image is not None and image.size else None
+
+
+class ImageFileSource(Source):
+    kind = "image"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+        self.total = 1
+
+    def open(self) -> None:
+        _check_file(self.path)
+
+    def frames(self) -> Iterator[Frame]:
+        image = read_image(self.path)
+        if image is None:
+            raise SourceError(f"cannot read image {self.path} (corrupt or not an image)")
+        yield Frame(0, 0.0, image, self.path.name)
+
+
+class ImageFolderSource(Source):
+    """Every image in a folder (recursively, sorted); unreadable files are skipped with a warning."""
+
+    kind = "folder"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+        self.files: list[Path] = []
+        self.skipped: list[str] = []
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise SourceError(f"folder not found: {self.path}")
+        self.files = sorted(p for p in self.path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not self.files:
+            raise SourceError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {self.path}")
+        self.total = len(self.files)
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        for path in self.files:
+            rel = path.relative_to(self.path).as_posix()
+            image = read_image(path)
+            if image is None:
+                log.warning("skipping %s: unreadable or not an image", rel)
+                self.skipped.append(rel)
+                continue
+            yield Frame(index, float(index), image, rel)
+            index += 1
+
+
+# --- Raspberry Pi camera ---------------------------------------------------------------------
+PICAMERA2_HELP = (
+    "picamera2 is not available: on Raspberry Pi OS run `sudo apt install -y python3-picamera2` and "
+    "use a venv made with --system-site-packages (scripts/setup_pi.sh does both)"
+)
+
+
+class PicameraSource(Source):
+    """Pi camera via picamera2: ``main`` stream (RGB888) for display, ``lores`` for detection."""
+
+    live = True
+    kind = "picam"
+
+    def __init__(self, main_size: tuple[int, int] = (1280, 720), lores_size: tuple[int, int] = (640, 360)):
+        super().__init__("picam")
+        self.main_size, self.lores_size = main_size, lores_size
+        self.size = main_size
+        self._cam = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise SourceError(PICAMERA2_HELP) from exc
+        try:
+            cam = Picamera2()
+            config = cam.create_video_configuration(
+                main={"size": self.main_size, "format": "RGB888"},
+                lores={"size": self.lores_size, "format": "YUV420"},
+            )
+            cam.configure(config)
+            cam.start()
+        except Exception as exc:  # noqa: BLE001 - libcamera raises many kinds
+            raise SourceError(f"cannot start the Pi camera: {exc}") from exc
+        self._cam = cam
+
+    def close(self) -> None:
+        if self._cam is not None:
+            self._cam.stop()
+            self._cam.close()
+            self._cam = None
+
+    def frames(self) -> Iterator[Frame]:
+        start, index = time.monotonic(), 0
+        while True:
+            try:
+                main = self._cam.capture_array("main")  # RGB888 in picamera2 is BGR in memory
+                lores = self._cam.capture_array("lores")
+            except Exception as exc:  # noqa: BLE001
+                raise SourceError(f"the Pi camera stopped: {exc}") from exc
+            lores_bgr = cv2.cvtColor(lores, cv2.COLOR_YUV420p2BGR)
+            yield Frame(index, time.monotonic() - start, main, detect_image=lores_bgr)
+            index += 1
+
+
+# --- synthetic -------------------------------------------------------------------------------
+def sample_face() -> np.ndarray:
+    """A real face photo that ships with matplotlib (Grace Hopper), BGR."""
+    from matplotlib import cbook
+
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    image = cv2.imread(str(path))
+    if image is None:
+        raise SourceError(f"cannot read matplotlib's sample face {path}")
+    return image
+
+
+class SyntheticSource(Source):
+    """Faces gliding over a plain background: deterministic frames for tests and benchmarks."""
+
+    kind = "synthetic"
+
+    def __init__(self, faces: int = 1, frames: int = 300, size: tuple[int, int] = (640, 480),
+                 fps: float = 30.0, face_px: int = 160) -> None:
+        super().__init__(f"synthetic:faces={faces},frames={frames}")
+        self.n_faces, self.total, self.size, self.fps = faces, frames, size, fps
+        self.face_px = face_px
+        self._face: np.ndarray | None = None
+
+    def open(self) -> None:
+        face = sample_face()
+        # Head-and-shoulders square around the face of the sample photo.
+        self._face = cv2.resize(face[60:572, 0:512], (self.face_px, self.face_px), interpolation=cv2.INTER_AREA)
+
+    def frames(self) -> Iterator[Frame]:
+        assert self._face is not None and self.total is not None
+        w, h = self.size
+        f = self.face_px
+        for index in range(self.total):
+            image = np.full((h, w, 3), (60, 70, 80), np.uint8)
+            for k in range(self.n_faces):
+                phase = index / max(1, self.total) * 2 * math.pi + k * 2.1
+                x = int((w - f) * (0.5 + 0.4 * math.sin(phase + k)) * (k + 1) / self.n_faces
+                        - (w - f) * k / (2 * self.n_faces))
+                x = min(max(0, x), w - f)
+                y = int((h - f) * (0.5 + 0.3 * math.cos(phase * 0.7 + k)))
+                image[y : y + f, x : x + f] = self._face
+            yield Frame(index, index / self.fps, image)
+
+
+def parse_synthetic(spec: str) -> SyntheticSource:
+    opts: dict[str, str] = {}
+    _, _, rest = spec.partition(":")
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        opts[key.strip()] = value.strip()
+    try:
+        size = tuple(int(v) for v in opts.get("size", "640x480").lower().split("x"))
+        return SyntheticSource(int(opts.get("faces", 1)), int(opts.get("frames", 300)),
+                               (size[0], size[1]), float(opts.get("fps", 30)))
+    except (ValueError, IndexError) as exc:
+        raise SourceError(f"bad synthetic source {spec!r}; e.g. synthetic:faces=2,frames=300,size=640x480") from exc
+
+
+# --- dispatch --------------------------------------------------------------------------------
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SourceError(f"no such file or folder: {path}")
+    if not path.is_file():
+        raise SourceError(f"not a file: {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"file is empty (0 bytes): {path}")
+
+
+def open_source(spec: str, reconnect: ReconnectPolicy | None = None) -> Source:
+    """Pick the source for ``spec`` (not yet opened: use it as a context manager)."""
+    spec = spec.strip()
+    if spec.isdigit():
+        return CameraSource(int(spec))
+    if spec == "picam":
+        return PicameraSource()
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return parse_synthetic(spec)
+    if "://" in spec:
+        if not spec.startswith(("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://")):
+            raise SourceError(f"unsupported URL scheme: {spec}")
+        return StreamSource(spec, reconnect)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ImageFolderSource(path)
+    if not path.exists():
+        raise SourceError(f"no such file or folder: {path}")
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return ImageFileSource(path)
+    return VideoFileSource(path)
+
+

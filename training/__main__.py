@@ -46,6 +46,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    meta = export(Path(args.checkpoint), Path(args.data), Path(args.out), args.size,
+                  max_drop=args.max_drop, rep_samples=args.rep_samples,
+                  mask_templates=Path(args.mask_templates) if args.mask_templates else None,
+                  min_age=args.min_age, threads=args.threads, training_note=args.note,
+                  limit=args.limit)
+    test = meta["metrics"]["test"]
+    log.info("exported %s: test accuracy %.4f (masked %.4f), threshold %.3f", args.out,
+             test["accuracy"], meta["metrics"]["test_masked"]["accuracy"], meta["threshold"])
+    return 0
+
+
+def _module_command(name: str):  # noqa: ANN202 - returns a subcommand handler
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(f"training.{name}").run(args)
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -79,6 +102,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--val-limit", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="int8 TFLite + metadata, with a float-vs-int8 parity check")
+    p.add_argument("--checkpoint", required=True, help="Keras model (.keras) from a run")
+    p.add_argument("--data", required=True, help="prepared cache (representative set, splits)")
+    p.add_argument("--out", default="models/gender_vgg16_int8.tflite", help="output .tflite")
+    p.add_argument("--size", type=int, default=64, help="input size in px (default 64)")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="fail when int8 accuracy is this many points below float (default 0.5)")
+    p.add_argument("--rep-samples", type=int, default=300, help="representative crops (default 300)")
+    p.add_argument("--mask-templates", help="MaskTheFace templates for the masked test report")
+    p.add_argument("--min-age", type=int, default=13, help="report adults from this age")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--note", default="", help="how the model was trained (goes into the metadata)")
+    p.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_export)
+
+    for name, help_text in (("evaluate", "metrics of a .tflite model on a female/ male/ folder"),
+                            ("label", "sort unlabelled face images into female/ and male/")):
+        import importlib
+        import importlib.util
+
+        if importlib.util.find_spec(f"training.{name}") is None:
+            continue
+        module = importlib.import_module(f"training.{name}")
+        p = sub.add_parser(name, help=help_text, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=_module_command(name))
     return parser
 
 

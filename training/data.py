@@ -125,9 +125,12 @@ def crops_from_items(
                 yield item, None, None, 0.0, "unreadable"
                 continue
             p = int(round(max(image.shape[:2]) * pad))
-            if p:
-                image = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_REPLICATE)
-            faces = detector.detect(image)
+            padded = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_REPLICATE) if p else image
+            faces = detector.detect(padded)
+            if faces:
+                image = padded
+            elif p:  # padding shrinks a face that does not fill the photo out of the detector's range
+                faces = detector.detect(image)
             if not faces:
                 yield item, None, None, 0.0, "no_face"
                 continue

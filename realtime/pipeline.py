@@ -1,0 +1,434 @@
+"""source → detect → track → classify → draw → sinks.
+
+:class:`FacePipeline` turns one frame into labelled faces (used by the CLI, the web app and the
+benchmark); :func:`run` drives a whole source through it into the sinks and the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .classifier import GenderClassifier, Prediction
+from .errors import SourceError, UserError
+from .face_detector import Detection, FaceDetector, StillImageDetector
+from .overlay import FaceView, contact_sheet, draw_faces
+from .paths import GENDER_MODEL
+from .sinks import ImageFolderSink, JsonlSink, VideoSink, check_writable, write_image_atomic
+from .sources import Frame, ReconnectPolicy, Source, open_source
+from .tracker import CachePolicy, Tracker
+from .worker import ClassifierWorker
+
+log = logging.getLogger(__name__)
+
+DETECT_MAX_SIDE = 1280  # larger frames are detected on a downscaled copy (boxes scaled back)
+WINDOW = "Face gender (q / Esc to quit)"
+
+
+@dataclass
+class Config:
+    source: str
+    output: Path | None = None
+    jsonl: Path | None = None
+    display: bool = True
+    max_frames: int | None = None
+    model: Path = GENDER_MODEL
+    detector: str = "auto"  # auto | short | full | PATH
+    min_face_score: float = 0.5
+    threads: int = 2
+    mode: str = "auto"  # auto | sync | async
+    classify_every_frame: bool = False
+    max_age_s: float = 2.0
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    progress: bool = True
+    contact_sheet: bool = True
+    loop: bool = False  # restart a file source at its end (soak tests)
+
+
+@dataclass
+class FaceResult:
+    track_id: int
+    box: tuple[int, int, int, int]
+    detector_score: float
+    label: str | None  # None until the first classification (async)
+    p_female: float | None
+    crop_box: tuple[int, int, int, int]
+
+    def record(self) -> dict[str, Any]:
+        return {"track_id": self.track_id, "box": list(self.box),
+                "detector_score": round(self.detector_score, 4),
+                "label": self.label, "p_female": None if self.p_female is None else round(self.p_female, 4)}
+
+    def view(self) -> FaceView:
+        conf = None if self.p_female is None else max(self.p_female, 1 - self.p_female)
+        return FaceView(self.box, self.label, conf, self.track_id)
+
+
+@dataclass
+class Timing:
+    """Per-stage milliseconds, summed over frames."""
+
+    ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("decode", "detect", "classify", "draw", "write"), 0.0))
+    frames: int = 0
+    faces: int = 0
+    classified: int = 0
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.ms[stage] = self.ms.get(stage, 0.0) + seconds * 1000.0
+
+    def per_frame(self) -> dict[str, float]:
+        n = max(1, self.frames)
+        out = {k: round(v / n, 3) for k, v in self.ms.items()}
+        out["total"] = round(sum(self.ms.values()) / n, 3)
+        return out
+
+
+def frame_record(frame: Frame, faces: list[FaceResult]) -> dict[str, Any]:
+    """The JSONL schema of DESIGN.md (contract 1)."""
+    return {"frame": frame.index, "time_s": round(frame.time_s, 4), "source": frame.name,
+            "faces": [f.record() for f in faces]}
+
+
+def choose_detector(name: str, source: Source) -> str:
+    """``auto``: short-range for selfie-distance cameras, full-range for everything else."""
+    if name != "auto":
+        return name
+    return "short" if source.kind in ("camera", "picam") else "full"
+
+
+class FacePipeline:
+    """Detect, track and classify faces frame by frame."""
+
+    def __init__(self, detector: FaceDetector | StillImageDetector, classifier: GenderClassifier,
+                 policy: CachePolicy | None = None, asynchronous: bool = False,
+                 tracker: Tracker | None = None) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        self.policy = policy or CachePolicy()
+        self.tracker = tracker or Tracker()
+        self.worker = ClassifierWorker(classifier.predict_crops) if asynchronous else None
+        self.timing = Timing()
+
+    # -- stages -----------------------------------------------------------------------------
+    def detect(self, frame: Frame) -> list[Detection]:
+        image = frame.detect_image if frame.detect_image is not None else frame.image
+        scale = 1.0
+        if max(image.shape[:2]) > DETECT_MAX_SIDE:
+            scale = DETECT_MAX_SIDE / max(image.shape[:2])
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if frame.detect_image is not None:
+            scale = image.shape[1] / frame.image.shape[1]
+        faces = self.detector.detect(image, int(frame.time_s * 1000))
+        if scale != 1.0:
+            faces = [_scale_detection(f, 1.0 / scale, frame.image.shape) for f in faces]
+        return faces
+
+    def process(self, frame: Frame) -> list[FaceResult]:
+        t0 = time.perf_counter()
+        faces = self.detect(frame)
+        t1 = time.perf_counter()
+        self.timing.add("detect", t1 - t0)
+        tracks = self.tracker.update([f.box for f in faces], [f.score for f in faces], frame.time_s,
+                                     [f.crop_box for f in faces])
+        if self.worker is not None:
+            for res in self.worker.poll():
+                self.tracker.add_result(res.track_id, res.p_female, res.frame_time_s)
+        todo = [t for t in tracks if self.policy.needs(t, frame.time_s)]
+        if todo:
+            crops = self.classifier.crops(frame.image, [t.crop_box for t in todo])
+            if self.worker is None:
+                probs = self.classifier.predict_crops(crops)
+                for t, p in zip(todo, probs):
+                    self.tracker.add_result(t.track_id, float(p), frame.time_s)
+                self.timing.classified += len(todo)
+            elif self.worker.submit([t.track_id for t in todo], crops, frame.time_s):
+                for t in todo:
+                    t.pending = True
+                self.timing.classified += len(todo)
+        self.timing.add("classify", time.perf_counter() - t1)
+        self.timing.frames += 1
+        self.timing.faces += len(tracks)
+        out = []
+        for t in tracks:
+            label = None if t.p_female is None else self.classifier.label_for(t.p_female)
+            out.append(FaceResult(t.track_id, t.box, t.detector_score, label, t.p_female,
+                                  t.crop_box or t.box))
+        return out
+
+    def annotate(self, frame: Frame, faces: list[FaceResult], fps: float | None = None) -> np.ndarray:
+        t0 = time.perf_counter()
+        image = draw_faces(frame.image, [f.view() for f in faces], fps)
+        self.timing.add("draw", time.perf_counter() - t0)
+        return image
+
+    def new_source_item(self) -> None:
+        """Forget tracks between unrelated images (folders)."""
+        self.tracker.reset()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+        self.detector.close()
+
+
+def _scale_detection(det: Detection, k: float, shape: tuple[int, ...]) -> Detection:
+    h, w = shape[:2]
+
+    def sc(b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        return tuple(int(round(v * k)) for v in b)  # type: ignore[return-value]
+
+    x, y, bw, bh = sc(det.box)
+    box = (min(x, w - 1), min(y, h - 1), max(1, min(bw, w - x)), max(1, min(bh, h - y)))
+    return Detection(box, det.score, tuple((px * k, py * k) for px, py in det.keypoints), sc(det.crop_box))
+
+
+def build_pipeline(config: Config, source: Source) -> FacePipeline:
+    """Detector, classifier and cache policy for this source and config."""
+    classifier = GenderClassifier(config.model, num_threads=config.threads)
+    stills = source.kind in ("folder", "image")
+    name = choose_detector(config.detector, source)
+    if stills and config.detector == "auto":
+        detector: FaceDetector | StillImageDetector = StillImageDetector(config.min_face_score)
+    else:
+        detector = FaceDetector(name, mode="image" if stills else "video", min_score=config.min_face_score)
+    asynchronous = config.mode == "async" or (config.mode == "auto" and source.live)
+    policy = CachePolicy(every_frame=config.classify_every_frame, max_age_s=config.max_age_s)
+    log.info("detector %s, classifier %s (%d px, %s), %s classification", name if not stills or
+             config.detector != "auto" else "short+full (stills)", Path(config.model).name,
+             classifier.input_size, classifier.input_dtype.name, "background" if asynchronous else "in-line")
+    return FacePipeline(detector, classifier, policy, asynchronous)
+
+
+# --- the run loop --------------------------------------------------------------------------------
+@dataclass
+class RunStats:
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    first_frame_s: float | None = None
+    interrupted: bool = False
+    outputs: dict[str, str] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Display:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and _has_display()
+        if enabled and not self.enabled:
+            log.warning("no display available; running without a window (use --no-display to silence)")
+        self.opened = False
+
+    def show(self, image: np.ndarray) -> bool:
+        """Show a frame; False when the user asked to quit (q, Esc, or closed the window)."""
+        if not self.enabled:
+            return True
+        if not self.opened:
+            cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+            cv2.resizeWindow(WINDOW, image.shape[1], image.shape[0])
+            self.opened = True
+        cv2.imshow(WINDOW, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        return cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) >= 1
+
+    def close(self) -> None:
+        if self.opened:
+            cv2.destroyAllWindows()
+            cv2.waitKey(1)
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class _Fps:
+    def __init__(self, window: int = 30) -> None:
+        self.times: deque[float] = deque(maxlen=window)
+
+    def tick(self) -> float | None:
+        self.times.append(time.perf_counter())
+        if len(self.times) < 2:
+            return None
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+def _timed_frames(source: Source, timing: Timing, loop: bool) -> Iterator[Frame]:
+    offset = 0
+    while True:
+        it = iter(source.frames())
+        last = None
+        while True:
+            t0 = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            timing.add("decode", time.perf_counter() - t0)
+            if offset:
+                frame = Frame(frame.index + offset, frame.time_s + offset / source.fps, frame.image,
+                              frame.name, frame.detect_image)
+            last = frame
+            yield frame
+        if not loop or last is None or source.live:
+            return
+        offset = last.index + 1
+        source.close()
+        source.open()
+
+
+def run(config: Config) -> RunStats:
+    """Process ``config.source`` to the end (or ``max_frames``/quit/Ctrl-C); returns stats."""
+    started = time.perf_counter()
+    source = open_source(config.source, config.reconnect)
+    folder_mode = source.kind in ("folder", "image")
+    _check_outputs(config, folder_mode)
+    stats = RunStats()
+    with source:
+        pipeline = build_pipeline(config, source)
+        sinks = _Sinks(config, source, folder_mode)
+        display = _Display(config.display)
+        total = source.total if not config.loop else None
+        if config.max_frames:
+            total = min(total, config.max_frames) if total else config.max_frames
+        bar = tqdm(total=total, unit="frame" if not folder_mode else "img", desc=Path(str(source.spec)).name,
+                   disable=not config.progress, dynamic_ncols=True)
+        fps_meter = _Fps()
+        error: UserError | None = None
+        try:
+            for frame in _timed_frames(source, pipeline.timing, config.loop):
+                if folder_mode:
+                    pipeline.new_source_item()
+                faces = pipeline.process(frame)
+                fps = fps_meter.tick()
+                annotated = pipeline.annotate(frame, faces, fps if source.live else None)
+                t0 = time.perf_counter()
+                sinks.write(frame, faces, annotated, pipeline)
+                pipeline.timing.add("write", time.perf_counter() - t0)
+                if stats.first_frame_s is None:
+                    stats.first_frame_s = time.perf_counter() - started
+                stats.frames += 1
+                stats.faces += len(faces)
+                bar.update(1)
+                if not display.show(annotated):
+                    log.info("window closed by the user")
+                    break
+                if config.max_frames and stats.frames >= config.max_frames:
+                    break
+        except KeyboardInterrupt:
+            stats.interrupted = True
+        except SourceError as exc:
+            error = exc
+        finally:
+            bar.close()
+            display.close()
+            pipeline.close()
+            stats.outputs = sinks.close(keep=True)
+            stats.seconds = time.perf_counter() - started
+            stats.timing = pipeline.timing.per_frame()
+            stats.skipped = list(getattr(source, "skipped", []))
+        if stats.interrupted:
+            held = ", ".join(f"{k} {v}" for k, v in stats.outputs.items())
+            log.warning("interrupted after %d frames%s", stats.frames, f"; kept {held}" if held else "")
+        if error is not None:
+            if stats.outputs:
+                held = ", ".join(f"{k} {v}" for k, v in stats.outputs.items())
+                raise UserError(f"{error}; kept {held}") from error
+            raise error
+    return stats
+
+
+def _check_outputs(config: Config, folder_mode: bool) -> None:
+    if config.output is not None:
+        if folder_mode:
+            check_writable(config.output, is_dir=True)
+        else:
+            if config.output.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v"):
+                raise UserError(f"--output for a video source must be a video file (.mp4), got {config.output}")
+            check_writable(config.output)
+    if config.jsonl is not None:
+        check_writable(config.jsonl)
+
+
+class _Sinks:
+    """All outputs of one run; closed (renamed into place) together."""
+
+    def __init__(self, config: Config, source: Source, folder_mode: bool) -> None:
+        self.video: VideoSink | None = None
+        self.images: ImageFolderSink | None = None
+        self.jsonl: JsonlSink | None = None
+        self.sheet_tiles: list[tuple[np.ndarray, str, str]] = []
+        self.sheet_path: Path | None = None
+        self.config = config
+        self.fps = source.fps
+        jsonl = config.jsonl
+        if folder_mode and config.output is not None:
+            self.images = ImageFolderSink(config.output)
+            jsonl = jsonl or config.output / "predictions.jsonl"
+            if config.contact_sheet:
+                self.sheet_path = config.output / "contact_sheet.jpg"
+        if jsonl is not None:
+            self.jsonl = JsonlSink(jsonl)
+
+    MAX_SHEET_TILES = 400
+
+    def write(self, frame: Frame, faces: list[FaceResult], annotated: np.ndarray,
+              pipeline: FacePipeline) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(frame_record(frame, faces))
+        if self.images is not None:
+            self.images.write(frame.name or f"frame_{frame.index:06d}.jpg", annotated)
+            if self.sheet_path is not None and len(self.sheet_tiles) < self.MAX_SHEET_TILES:
+                crops = pipeline.classifier.crops(frame.image, [f.crop_box for f in faces])
+                for face, crop in zip(faces, crops):
+                    conf = "" if face.p_female is None else f" {max(face.p_female, 1 - face.p_female):.2f}"
+                    self.sheet_tiles.append((crop if pipeline.classifier.info.colour_order == "BGR"
+                                             else crop[..., ::-1], face.label or "uncertain",
+                                             f"{face.label}{conf}\n{Path(frame.name or '').name}"))
+        elif self.config.output is not None:
+            if self.video is None:
+                h, w = frame.image.shape[:2]
+                self.video = VideoSink(self.config.output, self.fps, (w, h))
+            self.video.write(annotated)
+
+    def close(self, keep: bool) -> dict[str, str]:
+        held: dict[str, str] = {}
+        if self.video is not None:
+            self.video.close(keep)
+            if keep and self.video.count:
+                held["video"] = f"{self.video.path} ({self.video.count} frames)"
+        if self.jsonl is not None:
+            self.jsonl.close(keep)
+            if keep and self.jsonl.count:
+                held["jsonl"] = f"{self.jsonl.path} ({self.jsonl.count} lines)"
+        if self.images is not None:
+            held["images"] = f"{self.images.folder} ({self.images.count} images)"
+            if self.sheet_path is not None:
+                write_image_atomic(self.sheet_path, contact_sheet(self.sheet_tiles))
+                held["contact_sheet"] = str(self.sheet_path)
+        return held
+
+
+def classify_predictions(classifier: GenderClassifier, frame_bgr: np.ndarray,
+                         detections: list[Detection]) -> list[Prediction]:
+    """Classify the detections of one still image (no tracking): used by the web app."""
+    return classifier.classify(frame_bgr, [d.crop_box for d in detections])

@@ -1,0 +1,130 @@
+"""IoU tracker with per-track smoothing of ``p_female`` and a classification cache policy.
+
+Why not a library: DESIGN.md suggests supervision or norfair. norfair 2.3 pins ``numpy<2``, which
+clashes with mediapipe 1.2 / numpy 2.4; supervision 0.31 brings PyAV, SciPy, requests and PyYAML
+(~100 MB, slow on a Pi) for a ByteTrack we would use a sliver of, and neither knows our cache
+policy (classify a track only when it is new, grew, or its result is stale). Faces move little
+between frames and are few, so greedy IoU matching is exact enough and costs microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+Box = tuple[int, int, int, int]
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class CachePolicy:
+    """When a track needs a (new) classification."""
+
+    every_frame: bool = False  # classify every track on every frame (no cache)
+    max_age_s: float = 2.0  # re-classify results older than this
+    grow_ratio: float = 1.5  # ... or when the box area grew by this factor since
+
+    def needs(self, track: Track, now_s: float) -> bool:
+        if track.pending:
+            return False
+        if self.every_frame or track.classified_at is None:
+            return True
+        if now_s - track.classified_at >= self.max_age_s:
+            return True
+        return track.area >= self.grow_ratio * track.classified_area
+
+
+@dataclass
+class Track:
+    track_id: int
+    box: Box
+    detector_score: float
+    first_seen_s: float
+    hits: int = 1
+    misses: int = 0
+    p_female: float | None = None  # smoothed
+    n_results: int = 0
+    classified_at: float | None = None  # time of the frame of the latest result
+    classified_area: int = 0
+    pending: bool = False  # a classification is in flight (async mode)
+    crop_box: Box | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+
+class Tracker:
+    """Greedy IoU matching of detections to tracks; EMA of each track's ``p_female``."""
+
+    def __init__(self, iou_threshold: float = 0.3, max_misses: int = 10, ema_alpha: float = 0.5) -> None:
+        self.iou_threshold = iou_threshold
+        self.max_misses = max_misses
+        self.ema_alpha = ema_alpha
+        self.tracks: dict[int, Track] = {}
+        self._next_id = 1
+
+    def update(self, boxes: Sequence[Box], scores: Sequence[float], now_s: float,
+               crop_boxes: Sequence[Box] | None = None) -> list[Track]:
+        """Match this frame's detections; returns one track per detection, in detection order."""
+        pairs = sorted(
+            ((iou(t.box, b), tid, j) for tid, t in self.tracks.items() for j, b in enumerate(boxes)),
+            reverse=True,
+        )
+        assigned: dict[int, int] = {}  # detection index -> track id
+        used: set[int] = set()
+        for overlap, tid, j in pairs:
+            if overlap < self.iou_threshold:
+                break
+            if tid in used or j in assigned:
+                continue
+            assigned[j] = tid
+            used.add(tid)
+        out = []
+        for j, box in enumerate(boxes):
+            crop = tuple(crop_boxes[j]) if crop_boxes is not None else tuple(box)
+            if j in assigned:
+                track = self.tracks[assigned[j]]
+                track.box, track.detector_score, track.crop_box = tuple(box), float(scores[j]), crop
+                track.hits += 1
+                track.misses = 0
+            else:
+                track = Track(self._next_id, tuple(box), float(scores[j]), now_s, crop_box=crop)
+                self.tracks[track.track_id] = track
+                self._next_id += 1
+                used.add(track.track_id)
+            out.append(track)
+        for tid in list(self.tracks):
+            if tid not in used:
+                self.tracks[tid].misses += 1
+                if self.tracks[tid].misses > self.max_misses:
+                    del self.tracks[tid]
+        return out
+
+    def add_result(self, track_id: int, p_female: float, frame_time_s: float) -> Track | None:
+        """Fold a classification into the track's smoothed probability (None: track is gone)."""
+        track = self.tracks.get(track_id)
+        if track is None:
+            return None
+        if track.p_female is None:
+            track.p_female = float(p_female)
+        else:
+            track.p_female = self.ema_alpha * float(p_female) + (1 - self.ema_alpha) * track.p_female
+        track.n_results += 1
+        track.classified_at = frame_time_s
+        track.classified_area = track.area
+        track.pending = False
+        return track
+
+    def reset(self) -> None:
+        self.tracks.clear()
