@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 class _BlockTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):  # noqa: ANN001, ANN201 - importlib protocol
+    def find_spec(self, fullname, path, target=None):
         if fullname == "tensorflow" or fullname.startswith("tensorflow."):
             raise ModuleNotFoundError(f"{fullname} is blocked in the realtime package", name=fullname)
         return None

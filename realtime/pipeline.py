@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ class Config:
     progress: bool = True
     contact_sheet: bool = True
     loop: bool = False  # restart a file source at its end (soak tests)
+    video_codec: str = "mp4v"  # fourcc of --output videos; the web app writes VP80 (.webm) for browsers
 
 
 @dataclass
@@ -66,9 +67,12 @@ class FaceResult:
     crop_box: tuple[int, int, int, int]
 
     def record(self) -> dict[str, Any]:
+        """JSONL form. A face still waiting for its first result (live/async mode only) is
+        ``"uncertain"`` with ``p_female: null``."""
         return {"track_id": self.track_id, "box": list(self.box),
                 "detector_score": round(self.detector_score, 4),
-                "label": self.label, "p_female": None if self.p_female is None else round(self.p_female, 4)}
+                "label": self.label or "uncertain",
+                "p_female": None if self.p_female is None else round(self.p_female, 4)}
 
     def view(self) -> FaceView:
         conf = None if self.p_female is None else max(self.p_female, 1 - self.p_female)
@@ -218,6 +222,7 @@ class RunStats:
     faces: int = 0
     seconds: float = 0.0
     first_frame_s: float | None = None
+    classified: int = 0  # faces classified (async: submitted to the worker)
     interrupted: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
@@ -296,8 +301,12 @@ def _timed_frames(source: Source, timing: Timing, loop: bool) -> Iterator[Frame]
         source.open()
 
 
-def run(config: Config) -> RunStats:
-    """Process ``config.source`` to the end (or ``max_frames``/quit/Ctrl-C); returns stats."""
+def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | None = None) -> RunStats:
+    """Process ``config.source`` to the end (or ``max_frames``/quit/Ctrl-C); returns stats.
+
+    ``on_frame(frames_done, total_or_None)`` is called after each frame (progress for the web app);
+    returning ``False`` stops the run as if the window had been closed.
+    """
     started = time.perf_counter()
     source = open_source(config.source, config.reconnect)
     folder_mode = source.kind in ("folder", "image")
@@ -329,6 +338,9 @@ def run(config: Config) -> RunStats:
                 stats.frames += 1
                 stats.faces += len(faces)
                 bar.update(1)
+                if on_frame is not None and on_frame(stats.frames, total) is False:
+                    log.info("stopped by the caller after %d frames", stats.frames)
+                    break
                 if not display.show(annotated):
                     log.info("window closed by the user")
                     break
@@ -345,6 +357,7 @@ def run(config: Config) -> RunStats:
             stats.outputs = sinks.close(keep=True)
             stats.seconds = time.perf_counter() - started
             stats.timing = pipeline.timing.per_frame()
+            stats.classified = pipeline.timing.classified
             stats.skipped = list(getattr(source, "skipped", []))
         if stats.interrupted:
             held = ", ".join(f"{k} {v}" for k, v in stats.outputs.items())
@@ -362,7 +375,7 @@ def _check_outputs(config: Config, folder_mode: bool) -> None:
         if folder_mode:
             check_writable(config.output, is_dir=True)
         else:
-            if config.output.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v"):
+            if config.output.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"):
                 raise UserError(f"--output for a video source must be a video file (.mp4), got {config.output}")
             check_writable(config.output)
     if config.jsonl is not None:
@@ -407,7 +420,7 @@ class _Sinks:
         elif self.config.output is not None:
             if self.video is None:
                 h, w = frame.image.shape[:2]
-                self.video = VideoSink(self.config.output, self.fps, (w, h))
+                self.video = VideoSink(self.config.output, self.fps, (w, h), self.config.video_codec)
             self.video.write(annotated)
 
     def close(self, keep: bool) -> dict[str, str]:

@@ -21,6 +21,14 @@ import cv2
 import numpy as np
 
 from .errors import SourceError
+from .native import quiet_stderr
+
+# OpenCV's own warnings (e.g. "can't open camera by index") become our one-line errors instead;
+# FFmpeg's notes about damaged data are silenced around each native call below.
+try:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+except AttributeError:  # older/other OpenCV builds
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +106,8 @@ class _CaptureSource(Source):
         raise NotImplementedError
 
     def open(self) -> None:
-        self.cap = self._capture()
+        with quiet_stderr():
+            self.cap = self._capture()
         if not self.cap.isOpened():
             self.cap.release()
             raise SourceError(self._cannot_open())
@@ -109,6 +118,13 @@ class _CaptureSource(Source):
 
     def _cannot_open(self) -> str:
         return f"cannot open {self.spec}"
+
+    def read(self) -> np.ndarray | None:
+        """Next frame, or None; FFmpeg's complaints about damaged data stay off the terminal."""
+        assert self.cap is not None
+        with quiet_stderr():
+            ok, image = self.cap.read()
+        return image if ok and image is not None else None
 
     def close(self) -> None:
         if self.cap is not None:
@@ -135,8 +151,8 @@ class CameraSource(_CaptureSource):
         assert self.cap is not None
         start, index, misses = time.monotonic(), 0, 0
         while True:
-            ok, image = self.cap.read()
-            if not ok or image is None:
+            image = self.read()
+            if image is None:
                 misses += 1
                 if index == 0 and misses >= 5:
                     raise SourceError(f"camera {self.index} opened but delivers no frames")
@@ -175,8 +191,8 @@ class VideoFileSource(_CaptureSource):
         assert self.cap is not None
         index = 0
         while True:
-            ok, image = self.cap.read()
-            if not ok or image is None:
+            image = self.read()
+            if image is None:
                 break
             yield Frame(index, index / self.fps, image)
             index += 1
@@ -196,7 +212,7 @@ class _MjpegReader:
     """Minimal HTTP MJPEG (multipart/x-mixed-replace) reader: robust and needs no FFmpeg."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
-        self.response = urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 - user's URL
+        self.response = urllib.request.urlopen(url, timeout=timeout_s)
         ctype = self.response.headers.get("Content-Type", "")
         if "multipart" not in ctype:
             self.response.close()
@@ -250,7 +266,8 @@ class StreamSource(Source):
                 pass  # not MJPEG: let FFmpeg try (HLS, progressive mp4 …)
             except (urllib.error.URLError, OSError) as exc:
                 raise ConnectionError(str(getattr(exc, "reason", exc))) from exc
-        cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG)
+        with quiet_stderr():
+            cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
             raise ConnectionError("cannot open stream")
@@ -262,7 +279,8 @@ class StreamSource(Source):
             if isinstance(reader, _MjpegReader):
                 return reader.read()
             if reader is not None:
-                ok, image = reader.read()
+                with quiet_stderr():
+                    ok, image = reader.read()
                 return image if ok else None
         except (OSError, urllib.error.URLError, ValueError):
             return None
@@ -323,9 +341,15 @@ def read_image(path: Path) -> np.ndarray | None:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:
         return None
-    if data.size == 0:
+    return decode_image(data)
+
+
+def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
+    """Decode encoded image bytes (JPEG, PNG …) to BGR, or None when they are not an image."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes | bytearray | memoryview) else data
+    if buf.size == 0:
         return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     return image if image is not None and image.size else None
 
 
@@ -412,7 +436,7 @@ class PicameraSource(Source):
             )
             cam.configure(config)
             cam.start()
-        except Exception as exc:  # noqa: BLE001 - libcamera raises many kinds
+        except Exception as exc:
             raise SourceError(f"cannot start the Pi camera: {exc}") from exc
         self._cam = cam
 
@@ -428,7 +452,7 @@ class PicameraSource(Source):
             try:
                 main = self._cam.capture_array("main")  # RGB888 in picamera2 is BGR in memory
                 lores = self._cam.capture_array("lores")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise SourceError(f"the Pi camera stopped: {exc}") from exc
             lores_bgr = cv2.cvtColor(lores, cv2.COLOR_YUV420p2BGR)
             yield Frame(index, time.monotonic() - start, main, detect_image=lores_bgr)

@@ -50,12 +50,16 @@ class ClassifierWorker:
 
     @property
     def busy(self) -> bool:
-        return self._busy.is_set() or not self._jobs.empty()
+        """A submitted job has not finished yet (set by :meth:`submit`, cleared by the thread)."""
+        return self._busy.is_set()
 
     def submit(self, track_ids: Sequence[int], crops: np.ndarray, frame_time_s: float) -> bool:
         """Queue a job unless one is already waiting or running; True when accepted."""
-        if self._stop.is_set() or self.busy or not len(track_ids):
+        if self._stop.is_set() or self.error is not None or self.busy or not len(track_ids):
             return False
+        # Marked busy here, not when the thread picks the job up: otherwise a second job could
+        # slip in between the thread's get() and its set() and wait behind the first.
+        self._busy.set()
         try:
             self._jobs.put_nowait((Job(tuple(track_ids), crops, frame_time_s), time.monotonic()))
         except queue.Full:
@@ -79,13 +83,12 @@ class ClassifierWorker:
                 item = self._jobs.get(timeout=0.1)
             except queue.Empty:
                 continue
-            if item is None:
+            if item is None or self._stop.is_set():
                 break
             job, submitted = item
-            self._busy.set()
             try:
                 probs = self._predict(job.crops)
-            except Exception as exc:  # noqa: BLE001 - surfaced to the main thread by poll()
+            except Exception as exc:
                 self.error = exc
                 self._busy.clear()
                 break

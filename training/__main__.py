@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from realtime.__main__ import setup_logging
 from realtime.errors import UserError
 
 log = logging.getLogger("training")
@@ -60,7 +61,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _module_command(name: str):  # noqa: ANN202 - returns a subcommand handler
+def _module_command(name: str):
     def run(args: argparse.Namespace) -> int:
         import importlib
 
@@ -136,9 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s: %(message)s" if not args.verbose else
-                        "%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging(args.verbose)
     if getattr(args, "margin", 0) is None:
         from realtime.crop import DEFAULT_MARGIN
 

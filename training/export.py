@@ -36,7 +36,7 @@ class ParityError(UserError):
     """The int8 model is too far from the float model."""
 
 
-def convert_int8(model, size: int, representative: np.ndarray) -> bytes:  # noqa: ANN001 - keras model
+def convert_int8(model, size: int, representative: np.ndarray) -> bytes:
     """Full-integer int8 conversion of ``model`` at a fixed ``size`` (int8 input and output)."""
     import tensorflow as tf
 
@@ -44,7 +44,7 @@ def convert_int8(model, size: int, representative: np.ndarray) -> bytes:  # noqa
 
     fixed = resized(model, size)
 
-    def rep():  # noqa: ANN202
+    def rep():
         for x in representative:
             yield [x[None].astype(np.float32)]
 
@@ -74,7 +74,7 @@ def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
 def metrics(y: np.ndarray, p: np.ndarray, threshold: float, band: tuple[float, float] | None = None) -> dict:
     pred = p >= threshold
     out = {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
         "recall_female": float(pred[y == 1].mean()) if (y == 1).any() else float("nan"),
         "recall_male": float((~pred[y == 0]).mean()) if (y == 0).any() else float("nan"),
@@ -161,7 +161,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
                                   f"(limit {max_drop}); not exported")
         if len(child_idx):
             xc = eval_arrays(cache, child_idx, size, masked=False)
-            report["test_children_under_%d" % min_age] = metrics(
+            report[f"test_children_under_{min_age}"] = metrics(
                 labels[child_idx], predict_int8(tmp_model, provisional, xc, threads), threshold, band)
         meta = {
             "model": out.name,
@@ -177,7 +177,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             "threshold": threshold,
             "uncertain_band": list(band),
             "training": training_note,
-            "training_data": "UTKFace (non-commercial research licence), ages >= %d for training" % min_age,
+            "training_data": f"UTKFace (non-commercial research licence), ages >= {min_age} for training",
             "split_sizes": _split_sizes(cache, min_age),
             "metrics": report,
             "training_commit": _git_commit(),
@@ -199,8 +199,8 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
 def _split_sizes(cache: Cache, min_age: int) -> dict:
     sizes: dict = {}
     for split in ("train", "val", "test"):
-        sizes[split] = int(len(cache.indices(split)))
-        sizes[f"{split}_age_{min_age}_plus"] = int(len(cache.indices(split, min_age=min_age)))
+        sizes[split] = len(cache.indices(split))
+        sizes[f"{split}_age_{min_age}_plus"] = len(cache.indices(split, min_age=min_age))
     return sizes
 
 

@@ -57,7 +57,7 @@ def build_model(weights: str = "none", input_size: int | None = None, head_units
 def _vgg16(weights: str | None, shape: tuple) -> keras.Model:
     try:
         return keras.applications.VGG16(include_top=False, weights=weights, input_shape=shape)
-    except Exception as exc:  # noqa: BLE001 - download errors come in many types
+    except Exception as exc:
         if weights == "imagenet":
             raise UserError(
                 f"cannot get ImageNet weights ({exc.__class__.__name__}); "

@@ -82,7 +82,7 @@ class CropSequence(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.order = self.rng.permutation(len(self.indices))
 
-    def __getitem__(self, i: int):  # noqa: ANN204 - keras protocol
+    def __getitem__(self, i: int):
         pos = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         rng = np.random.default_rng(self.rng.integers(1 << 62))
         batch = np.empty((len(pos), self.size, self.size, 3), np.float32)

@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine:
+#   make demo   install the runtime and annotate the bundled demo clip  → out/demo_annotated.mp4
+#   make test   install runtime + training + web + test requirements and run all tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+DEMO := assets/face-demographics-walking-and-pause.mp4
+
+.PHONY: demo test install install-dev system-deps lint benchmark web clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+system-deps:
+	@bash scripts/system_deps.sh
+
+install: system-deps $(PY)
+	$(PIP) install -r requirements.txt
+
+install-dev: system-deps $(PY)
+	$(PIP) install -r requirements-dev.txt -r requirements-train.txt $(if $(wildcard requirements-web.txt),-r requirements-web.txt)
+
+demo: install
+	@mkdir -p out
+	$(PY) -m realtime --source $(DEMO) --output out/demo_annotated.mp4 --jsonl out/demo.jsonl --no-display
+	@echo "wrote out/demo_annotated.mp4 and out/demo.jsonl"
+
+test: install-dev
+	$(PY) -m pytest -q
+
+lint: install-dev
+	$(PY) -m ruff check .
+
+benchmark: install
+	$(PY) scripts/benchmark.py --source $(DEMO) --loop --frames 300
+
+web: install
+	$(PY) -m pip install -q -r requirements-web.txt
+	$(PY) -m realtime.web
+
+clean:
+	rm -rf out test-artifacts .pytest_cache .ruff_cache

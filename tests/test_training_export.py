@@ -1,0 +1,133 @@
+"""``training.export``: threshold choice, metrics, and the float-vs-int8 parity check.
+
+The parity tests replace the slow parts (loading the Keras model, int8 conversion, int8
+inference) with an oracle that knows the synthetic labels (female crops are in colour, male crops
+gray), so the check itself is tested with known float and int8 accuracies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures import error_lines
+
+pytest.importorskip("tensorflow", reason="training.export needs TensorFlow")
+
+import keras
+
+from training import export as export_mod
+from training.__main__ import main
+from training.export import ParityError, choose_threshold, export, metrics
+
+METADATA_KEYS = {"input_size", "colour_order", "crop_margin", "labels", "threshold", "uncertain_band",
+                 "split_sizes", "metrics", "training_commit"}
+
+
+# -- threshold and metrics -----------------------------------------------------------------------
+def test_choose_threshold_equalises_recalls() -> None:
+    # Female scores spread over 0.3..1, male over 0..0.5: equal recall at t with
+    # (1 - t) / 0.7 == t / 0.5, i.e. t = 0.4167, where both recalls are 0.833.
+    y = np.array([1] * 701 + [0] * 501)
+    p = np.concatenate([np.linspace(0.3, 1.0, 701), np.linspace(0.0, 0.5, 501)])
+    t = choose_threshold(y, p)
+    assert t == pytest.approx(0.4167, abs=0.006)
+    m = metrics(y, p, t)
+    assert m["recall_female"] == pytest.approx(m["recall_male"], abs=0.01)
+    at_half = metrics(y, p, 0.5)
+    assert at_half["recall_female"] - at_half["recall_male"] < -0.25  # what the threshold fixes
+
+
+def test_choose_threshold_prefers_accuracy_on_ties() -> None:
+    y = np.array([1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.2, 0.1])  # every t in (0.2, 0.8] separates perfectly
+    t = choose_threshold(y, p)
+    assert 0.2 < t <= 0.8
+    assert metrics(y, p, t)["accuracy"] == 1.0
+
+
+def test_metrics_values() -> None:
+    y = np.array([1, 1, 1, 0, 0])
+    p = np.array([0.9, 0.55, 0.2, 0.45, 0.1])
+    m = metrics(y, p, 0.5, band=(0.4, 0.6))
+    assert m["n"] == 5
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["recall_female"] == pytest.approx(2 / 3)
+    assert m["recall_male"] == 1.0
+    assert m["balanced_accuracy"] == pytest.approx(5 / 6)
+    assert m["uncertain"] == pytest.approx(0.4)
+
+
+# -- parity check ----------------------------------------------------------------------------------
+def oracle(x: np.ndarray) -> np.ndarray:
+    """p_female: 1 for coloured crops, 0 for gray ones (the fixture's synthetic labels)."""
+    coloured = (np.ptp(np.asarray(x, np.float32), axis=-1) > 2).mean(axis=(1, 2)) > 0.05
+    return coloured.astype(np.float32)
+
+
+class OracleModel:
+    """Stands in for the float Keras model."""
+
+    def predict(self, x: np.ndarray, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
+        return oracle(x)[:, None]
+
+
+@pytest.fixture
+def fake_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A perfect float model, no conversion; returns the checkpoint path. Tests set the int8 side."""
+    checkpoint = tmp_path / "model.keras"
+    checkpoint.write_bytes(b"stand-in")
+    monkeypatch.setattr(keras.models, "load_model", lambda path: OracleModel())
+    monkeypatch.setattr(export_mod, "convert_int8", lambda model, size, rep: b"int8 model bytes")
+    return checkpoint
+
+
+def int8_predictions(monkeypatch: pytest.MonkeyPatch, broken: bool) -> None:
+    def predict(path: Path, info: object, x: np.ndarray, threads: int) -> np.ndarray:
+        p = oracle(x)
+        return 1.0 - p if broken else p
+
+    monkeypatch.setattr(export_mod, "predict_int8", predict)
+
+
+def test_parity_error_when_int8_disagrees(fake_models: Path, prepared_cache: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    int8_predictions(monkeypatch, broken=True)
+    out = tmp_path / "out" / "m.tflite"
+    with pytest.raises(ParityError, match=r"int8 accuracy drops 100\.00 points"):
+        export(fake_models, prepared_cache, out, 32)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_parity_passes_when_int8_agrees(fake_models: Path, prepared_cache: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    int8_predictions(monkeypatch, broken=False)
+    out = tmp_path / "out" / "m.tflite"
+    meta = export(fake_models, prepared_cache, out, 32, max_drop=0.0)
+    assert out.read_bytes() == b"int8 model bytes"
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved == meta and saved.keys() >= METADATA_KEYS
+    test = saved["metrics"]["test"]
+    assert test["accuracy"] == test["float_accuracy"] == test["agreement_with_float"] == 1.0
+    assert saved["input_size"] == 32 and saved["crop_margin"] == pytest.approx(0.1)
+    assert not [p for p in out.parent.iterdir() if "partial" in p.name]
+
+
+def test_parity_failure_is_a_cli_error(fake_models: Path, prepared_cache: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    int8_predictions(monkeypatch, broken=True)
+    out = tmp_path / "m.tflite"
+    code = main(["export", "--checkpoint", str(fake_models), "--data", str(prepared_cache),
+                 "--out", str(out), "--size", "32"])
+    assert code == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "int8 accuracy drops" in errors[0]
+    assert not out.exists()
+
+
+def test_missing_checkpoint_is_a_user_error(prepared_cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(export_mod.UserError, match="checkpoint not found"):
+        export(tmp_path / "absent.keras", prepared_cache, tmp_path / "m.tflite", 32)

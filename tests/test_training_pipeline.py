@@ -1,0 +1,145 @@
+"""End to end through the CLIs: prepare → train → train --resume → export → evaluate (tiny, 32 px).
+
+VGG16 from scratch for two steps learns nothing; these tests check the files, their contents and
+the contracts between the stages, not accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from fixtures import FaceDataset, error_lines, run_training
+
+pytest.importorskip("tensorflow", reason="training needs TensorFlow")
+
+pytestmark = pytest.mark.slow
+
+TRAIN_ARGS = ("--max-steps", "2", "--val-limit", "8", "--batch-size", "4")
+METADATA_KEYS = {"input_size", "colour_order", "crop_margin", "labels", "threshold", "uncertain_band",
+                 "split_sizes", "metrics", "training_commit"}
+CONTRACT_KEYS = {"n", "no_face", "accuracy", "balanced_accuracy", "recall_female", "recall_male",
+                 "uncertain", "ms_per_face"}
+
+
+def check(proc: object) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"  # type: ignore[attr-defined]
+    assert not error_lines(proc.stderr)  # type: ignore[attr-defined]
+
+
+def history(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def state(run: Path) -> dict:
+    return json.loads((run / "state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pipeline")
+
+
+@pytest.fixture(scope="module")
+def cache(face_dataset: FaceDataset, work: Path) -> Path:
+    out = work / "cache"
+    check(run_training("prepare", "--folder", str(face_dataset.root), "--out", str(out), "--size", "64"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(cache: Path, work: Path) -> dict:
+    """One epoch, then ``--resume`` with a two-epoch schedule; snapshots of both."""
+    run = work / "run"
+    check(run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:1", *TRAIN_ARGS))
+    first = {"state": state(run), "history": history(run), "mtime": (run / "last.keras").stat().st_mtime_ns}
+    resumed = run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:2", "--resume",
+                           *TRAIN_ARGS)
+    check(resumed)
+    return {"run": run, "first": first, "second": {"state": state(run), "history": history(run)},
+            "resume_log": resumed.stderr}
+
+
+@pytest.fixture(scope="module")
+def exported(runs: dict, cache: Path, work: Path) -> Path:
+    out = work / "model" / "m.tflite"
+    check(run_training("export", "--checkpoint", str(runs["run"] / "last.keras"), "--data", str(cache),
+                       "--out", str(out), "--size", "32", "--max-drop", "100", "--rep-samples", "8"))
+    return out
+
+
+def test_prepare_writes_cache(cache: Path, face_dataset: FaceDataset) -> None:
+    for name in ("crops.npy", "landmarks.npy", "meta.csv", "report.json"):
+        assert (cache / name).is_file(), name
+    report = json.loads((cache / "report.json").read_text())
+    assert report["faces_found"] == len(face_dataset.faces)
+    assert set(report["split_sizes"]) == {"train", "val", "test"}
+
+
+def test_train_writes_run_files(runs: dict) -> None:
+    run = runs["run"]
+    for name in ("last.keras", "best.keras", "state.json", "history.csv", "curves.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    first = runs["first"]
+    assert first["state"]["epochs_done"] == 1
+    assert first["state"]["best_epoch"] == 1
+    assert first["state"]["config"]["schedule"] == [[32, 1]]
+    rows = first["history"]
+    assert [(r["epoch"], r["size"]) for r in rows] == [("1", "32")]
+    for key in ("loss", "acc", "val_acc", "val_masked_acc"):
+        assert rows[0][key] not in ("", None), key
+
+
+def test_resume_continues_from_saved_epoch(runs: dict) -> None:
+    first, second = runs["first"], runs["second"]
+    assert second["state"]["epochs_done"] == first["state"]["epochs_done"] + 1 == 2
+    # History gains a row for epoch 2 and keeps epoch 1 as it was (no restart).
+    assert [r["epoch"] for r in second["history"]] == ["1", "2"]
+    assert second["history"][0] == first["history"][0]
+    assert "resumed" in runs["resume_log"]
+    assert (runs["run"] / "last.keras").stat().st_mtime_ns > first["mtime"]
+
+
+def test_export_writes_model_and_metadata(exported: Path) -> None:
+    assert exported.stat().st_size > 1_000_000  # VGG16 in int8 is ~15 MB
+    meta = json.loads(exported.with_suffix(".json").read_text())
+    assert meta.keys() >= METADATA_KEYS
+    assert meta["input_size"] == 32 and meta["colour_order"] == "BGR"
+    assert meta["labels"] == {"positive": "female", "negative": "male"}
+    lo, hi = meta["uncertain_band"]
+    assert lo <= meta["threshold"] <= hi
+    assert {"train", "val", "test"} <= meta["split_sizes"].keys()
+    assert {"test", "test_masked"} <= meta["metrics"].keys()
+
+
+def test_exported_model_loads_in_the_runtime(exported: Path) -> None:
+    import numpy as np
+
+    from realtime.classifier import GenderClassifier
+
+    clf = GenderClassifier(exported)
+    assert clf.input_size == 32 and clf.input_dtype == np.int8
+    p = clf.predict_crops(np.zeros((3, 32, 32, 3), np.uint8))
+    assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_evaluate_cli_on_exported_model(exported: Path, face_dataset: FaceDataset, work: Path) -> None:
+    report_path = work / "eval" / "report.json"
+    check(run_training("evaluate", "--model", str(exported), "--data", str(face_dataset.root),
+                       "--report", str(report_path)))
+    report = json.loads(report_path.read_text())
+    assert report.keys() >= CONTRACT_KEYS
+    assert report["n"] == face_dataset.readable
+    assert report["no_face"] == 1 and report["unreadable"] == 2
+    assert 0.0 <= report["accuracy"] <= 1.0 and report["ms_per_face"] > 0
+    for suffix in ("_confusion.png", "_reliability.png"):
+        assert (report_path.parent / f"report{suffix}").is_file()
+
+
+def test_train_rejects_bad_schedule(cache: Path, work: Path) -> None:
+    proc = run_training("train", "--data", str(cache), "--run", str(work / "bad"), "--schedule", "16:1")
+    assert proc.returncode == 2
+    assert len(error_lines(proc.stderr)) == 1 and "sizes >= 32" in proc.stderr
