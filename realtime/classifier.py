@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .crop import Box, crop_face
+from .crop import Box, apply_region, crop_face
 from .errors import ModelError
 from .litert import load_interpreter
 
@@ -47,6 +47,7 @@ class ModelInfo:
     negative_label: str = "male"
     threshold: float = 0.5
     uncertain_band: tuple[float, float] = (0.4, 0.6)
+    face_region: str = "full"
     raw: dict | None = None
 
     @classmethod
@@ -65,6 +66,7 @@ class ModelInfo:
                 negative_label=str(labels.get("negative", "male")),
                 threshold=float(data.get("threshold", 0.5)),
                 uncertain_band=(float(band[0]), float(band[1])),
+                face_region=str(data.get("face_region", "full")),
                 raw=data,
             )
         except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -113,6 +115,7 @@ class GenderClassifier:
         out = np.empty((len(boxes), self.input_size, self.input_size, 3), np.uint8)
         for i, box in enumerate(boxes):
             out[i] = crop_face(frame_bgr, box, self.input_size, self.info.crop_margin)
+        out = apply_region(out, self.info.face_region)
         if self.info.colour_order == "RGB":
             out = out[..., ::-1]
         return out

@@ -64,6 +64,21 @@ def resize_square(crop: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
+FACE_REGIONS = ("full", "upper")
+UPPER_FRACTION = 0.5
+
+
+def apply_region(crop: np.ndarray, region: str = "full") -> np.ndarray:
+    """``upper``: black out everything below the top half (where a mask would be); ``full``: as is."""
+    if region == "full":
+        return crop
+    if region != "upper":
+        raise ValueError(f"unknown face region {region!r}; expected one of {FACE_REGIONS}")
+    out = crop.copy()
+    out[..., int(round(crop.shape[-3] * UPPER_FRACTION)) :, :, :] = 0
+    return out
+
+
 def crop_faces(
     image: np.ndarray, boxes: Sequence[Box], size: int, margin: float = DEFAULT_MARGIN
 ) -> np.ndarray:

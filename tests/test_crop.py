@@ -53,3 +53,15 @@ def test_resize_square_and_largest_box() -> None:
 def test_crop_rejects_bad_images() -> None:
     with pytest.raises(ValueError):
         crop_face(np.zeros((10, 10), np.uint8), (0, 0, 5, 5), 8)
+
+
+def test_apply_region_blacks_out_the_lower_half() -> None:
+    from realtime.crop import apply_region
+
+    crops = np.full((2, 10, 10, 3), 7, np.uint8)
+    upper = apply_region(crops, "upper")
+    assert upper[:, :5].min() == 7 and upper[:, 5:].max() == 0
+    assert apply_region(crops, "full") is crops
+    assert apply_region(crops[0], "upper")[5:].max() == 0  # one crop works too
+    with pytest.raises(ValueError):
+        apply_region(crops, "left")

@@ -20,7 +20,8 @@ import keras
 
 from training import export as export_mod
 from training.__main__ import main
-from training.export import ParityError, choose_threshold, export, metrics
+from training.export import ParityError, export
+from training.metrics import choose_threshold, metrics
 
 METADATA_KEYS = {"input_size", "colour_order", "crop_margin", "labels", "threshold", "uncertain_band",
                  "split_sizes", "metrics", "training_commit"}

@@ -40,7 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data=args.data, run=args.run, weights=args.weights, schedule=parse_schedule(args.schedule),
         batch_size=args.batch_size, lr=args.lr, frozen_epochs=args.frozen_epochs,
         min_age=args.min_age, mask_prob=args.mask_prob, mask_templates=args.mask_templates,
-        seed=args.seed, max_steps=args.max_steps, val_limit=args.val_limit,
+        seed=args.seed, max_steps=args.max_steps, val_limit=args.val_limit, face_region=args.face_region,
     )
     state = train(cfg, resume=args.resume)
     log.info("training done: best val score %.4f at epoch %s", state["best_val_acc"], state["best_epoch"])
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-prob", type=float, default=0.4, help="share of training crops masked")
     p.add_argument("--mask-templates", help="MaskTheFace templates folder (masks.cfg, templates/)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--face-region", choices=("full", "upper"), default="full",
+                   help="upper: train on the upper half of the face only (masked-face experiment)")
     p.add_argument("--resume", action="store_true", help="continue the run from last.keras")
     p.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--val-limit", type=int, default=0, help=argparse.SUPPRESS)

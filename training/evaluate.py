@@ -38,9 +38,9 @@ from realtime.classifier import UNCERTAIN, GenderClassifier
 from realtime.crop import Box, largest_box
 from realtime.errors import UserError
 from realtime.face_detector import FaceDetector
-from realtime.native import quiet_stderr
 
 from .data import Item, _read_image, folder_items
+from .metrics import group_table, metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -215,11 +215,6 @@ def confusion(truth: list[str], predicted: list[str], classes: tuple[str, ...], 
 
 
 def build_report(results: Results, clf: GenderClassifier) -> dict:
-    from .data import Cache
-
-    with quiet_stderr():  # training.export loads TensorFlow, which prints start-up notes to fd 2
-        from .export import group_table, metrics
-
     faces = results.faces
     pos, neg = clf.info.positive_label, clf.info.negative_label
     threshold = clf.info.threshold
@@ -255,8 +250,7 @@ def build_report(results: Results, clf: GenderClassifier) -> dict:
     report["reliability"], report["ece"] = reliability(y, p)
     if any(f.age is not None or f.race for f in faces):
         meta = [{"gender": f.gender, "age": "" if f.age is None else f.age, "race": f.race} for f in faces]
-        cache = Cache(np.empty((0,)), np.empty((0,)), meta)
-        report["by_group"] = group_table(cache, np.arange(len(faces)), p, threshold)
+        report["by_group"] = group_table(meta, p, threshold, pos)
     report["unreadable_files"] = results.unreadable[:MAX_LISTED]
     report["no_face_files"] = [str(f.path) for f in faces if not f.found][:MAX_LISTED]
     return report

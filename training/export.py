@@ -24,7 +24,7 @@ from realtime.errors import UserError
 
 from .data import Cache, load_cache
 from .masks import load_templates
-from .split import age_band
+from .metrics import choose_threshold, group_table, metrics
 from .train import eval_arrays
 
 log = logging.getLogger(__name__)
@@ -59,32 +59,6 @@ def convert_int8(model, size: int, representative: np.ndarray) -> bytes:
         return converter.convert()
 
 
-def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    """The threshold that makes female and male recall closest (ties: best accuracy)."""
-    best, best_key = 0.5, (2.0, 0.0)
-    for t in np.linspace(0.05, 0.95, 181):
-        pred = p >= t
-        rf, rm = pred[y == 1].mean(), (~pred[y == 0]).mean()
-        key = (abs(rf - rm), -((pred == y).mean()))
-        if key < best_key:
-            best, best_key = float(t), key
-    return round(best, 3)
-
-
-def metrics(y: np.ndarray, p: np.ndarray, threshold: float, band: tuple[float, float] | None = None) -> dict:
-    pred = p >= threshold
-    out = {
-        "n": len(y),
-        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
-        "recall_female": float(pred[y == 1].mean()) if (y == 1).any() else float("nan"),
-        "recall_male": float((~pred[y == 0]).mean()) if (y == 0).any() else float("nan"),
-    }
-    out["balanced_accuracy"] = (out["recall_female"] + out["recall_male"]) / 2
-    if band:
-        out["uncertain"] = float(((p >= band[0]) & (p < band[1])).mean()) if len(y) else 0.0
-    return out
-
-
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -111,11 +85,13 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
     cache = load_cache(data)
     templates = load_templates(mask_templates) if mask_templates else []
     model = keras.models.load_model(checkpoint)
+    region = run_config(checkpoint).get("face_region", "full")
     rng = np.random.default_rng(0)
     train_idx = cache.indices("train")
     rep_idx = rng.choice(train_idx, size=min(rep_samples, len(train_idx)), replace=False)
-    rep = eval_arrays(cache, rep_idx, size, masked=False)
-    rep_masked = eval_arrays(cache, rep_idx[: len(rep_idx) // 3], size, masked=True, templates=templates)
+    rep = eval_arrays(cache, rep_idx, size, masked=False, region=region)
+    rep_masked = eval_arrays(cache, rep_idx[: len(rep_idx) // 3], size, masked=True, templates=templates,
+                             region=region)
     log.info("converting to int8 at %d px with %d representative crops", size, len(rep) + len(rep_masked))
     tflite = convert_int8(model, size, np.concatenate([rep, rep_masked]))
 
@@ -132,10 +108,10 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
     with tempfile.TemporaryDirectory() as tmp:
         tmp_model = Path(tmp) / "model.tflite"
         tmp_model.write_bytes(tflite)
-        provisional = ModelInfo(input_size=size, crop_margin=margin)
+        provisional = ModelInfo(input_size=size, crop_margin=margin, face_region=region)
         # Threshold from the validation split (int8 predictions, plain and masked together).
-        xv = eval_arrays(cache, val_idx, size, masked=False)
-        xvm = eval_arrays(cache, val_idx, size, masked=True, templates=templates)
+        xv = eval_arrays(cache, val_idx, size, masked=False, region=region)
+        xvm = eval_arrays(cache, val_idx, size, masked=True, templates=templates, region=region)
         pv = predict_int8(tmp_model, provisional, np.concatenate([xv, xvm]), threads)
         threshold = choose_threshold(np.concatenate([labels[val_idx]] * 2), pv)
         band = (round(max(0.0, threshold - UNCERTAIN_HALF_WIDTH), 3),
@@ -144,7 +120,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         report: dict = {"threshold": threshold, "uncertain_band": list(band)}
         y_test = labels[test_idx]
         for tag, masked in (("test", False), ("test_masked", True)):
-            xt = eval_arrays(cache, test_idx, size, masked=masked, templates=templates)
+            xt = eval_arrays(cache, test_idx, size, masked=masked, templates=templates, region=region)
             p_float = model.predict(xt, batch_size=64, verbose=0).reshape(-1)
             p_int8 = predict_int8(tmp_model, provisional, xt, threads)
             m_float = metrics(y_test, p_float, threshold)
@@ -152,7 +128,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             m_int8["float_accuracy"] = m_float["accuracy"]
             m_int8["agreement_with_float"] = float(((p_float >= threshold) == (p_int8 >= threshold)).mean())
             report[tag] = m_int8
-            report[f"{tag}_by_group"] = group_table(cache, test_idx, p_int8, threshold)
+            report[f"{tag}_by_group"] = group_table([cache.meta[i] for i in test_idx], p_int8, threshold)
             drop = (m_float["accuracy"] - m_int8["accuracy"]) * 100
             log.info("%s: float %.4f, int8 %.4f (drop %.2f points)", tag, m_float["accuracy"],
                      m_int8["accuracy"], drop)
@@ -160,7 +136,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
                 raise ParityError(f"int8 accuracy drops {drop:.2f} points below float on the test split "
                                   f"(limit {max_drop}); not exported")
         if len(child_idx):
-            xc = eval_arrays(cache, child_idx, size, masked=False)
+            xc = eval_arrays(cache, child_idx, size, masked=False, region=region)
             report[f"test_children_under_{min_age}"] = metrics(
                 labels[child_idx], predict_int8(tmp_model, provisional, xc, threads), threshold, band)
         meta = {
@@ -172,6 +148,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
                              "ImageNet mean subtraction is inside the model",
             "crop_margin": margin,
             "crop": "realtime.crop.crop_face on the MediaPipe BlazeFace box",
+            "face_region": region,
             "output": "p_female (sigmoid)",
             "labels": {"positive": "female", "negative": "male"},
             "threshold": threshold,
@@ -196,6 +173,14 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
     return meta
 
 
+def run_config(checkpoint: Path) -> dict:
+    """The training config saved beside a checkpoint (``state.json``), or {}."""
+    state = checkpoint.parent / "state.json"
+    if state.is_file():
+        return json.loads(state.read_text()).get("config", {})
+    return {}
+
+
 def _split_sizes(cache: Cache, min_age: int) -> dict:
     sizes: dict = {}
     for split in ("train", "val", "test"):
@@ -204,18 +189,6 @@ def _split_sizes(cache: Cache, min_age: int) -> dict:
     return sizes
 
 
-def group_table(cache: Cache, idx: np.ndarray, p: np.ndarray, threshold: float) -> list[dict]:
-    """Accuracy per gender x age band x race (rows with at least one face)."""
-    from collections import defaultdict
-
-    labels = cache.labels()
-    cells: dict[tuple[str, str, str], list[bool]] = defaultdict(list)
-    for i, prob in zip(idx, p):
-        row = cache.meta[i]
-        key = (row["gender"], age_band(row["age"]), row["race"] or "unknown")
-        cells[key].append(bool((prob >= threshold) == labels[i]))
-    return [{"gender": g, "age_band": a, "race": r, "n": len(v), "accuracy": float(np.mean(v))}
-            for (g, a, r), v in sorted(cells.items())]
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

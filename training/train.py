@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from realtime.crop import resize_square
+from realtime.crop import apply_region, resize_square
 from realtime.errors import UserError
 
 from .augment import AugmentConfig, augment, masked_copy
@@ -45,6 +46,7 @@ class TrainConfig:
     seed: int = 1
     max_steps: int = 0  # >0 caps batches per epoch (smoke tests)
     val_limit: int = 0  # >0 caps validation images (smoke tests)
+    face_region: str = "full"  # "upper": train on the upper half only (masked-face experiment)
 
 
 def parse_schedule(text: str) -> list[tuple[int, int]]:
@@ -62,7 +64,8 @@ class CropSequence(keras.utils.PyDataset):
     """Batches of augmented crops at one input size, reshuffled each epoch, class-balanced."""
 
     def __init__(self, cache: Cache, indices: np.ndarray, size: int, batch_size: int,
-                 cfg: AugmentConfig, templates: list[Template], seed: int, max_steps: int = 0):
+                 cfg: AugmentConfig, templates: list[Template], seed: int, max_steps: int = 0,
+                 region: str = "full"):
         super().__init__()
         self.cache, self.size, self.batch_size, self.cfg = cache, size, batch_size, cfg
         self.templates = templates
@@ -74,6 +77,7 @@ class CropSequence(keras.utils.PyDataset):
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(indices))
         self.max_steps = max_steps
+        self.region = region
 
     def __len__(self) -> int:
         n = math.ceil(len(self.indices) / self.batch_size)
@@ -91,19 +95,19 @@ class CropSequence(keras.utils.PyDataset):
             crop = augment(np.asarray(self.cache.crops[idx]),
                            np.asarray(self.cache.landmarks[idx], np.float32), rng, self.cfg,
                            self.templates)
-            batch[k] = resize_square(crop, self.size)
+            batch[k] = apply_region(resize_square(crop, self.size), self.region)
         return batch, self.labels[pos], self.weights[pos]
 
 
 def eval_arrays(cache: Cache, indices: np.ndarray, size: int, masked: bool,
-                templates: list[Template] | None = None) -> np.ndarray:
+                templates: list[Template] | None = None, region: str = "full") -> np.ndarray:
     """Validation/test inputs at ``size``, optionally with a deterministic mask per image."""
     out = np.empty((len(indices), size, size, 3), np.float32)
     for k, idx in enumerate(indices):
         crop = np.asarray(cache.crops[idx])
         if masked:
             crop = masked_copy(crop, np.asarray(cache.landmarks[idx], np.float32), int(idx), templates)
-        out[k] = resize_square(crop, size)
+        out[k] = apply_region(resize_square(crop, size), region)
     return out
 
 
@@ -191,13 +195,14 @@ class Trainer:
             first = max(start, done)
             log.info("training at %d px, epochs %d..%d of %d", size, first + 1, end, self.total_epochs)
             seq = CropSequence(self.cache, self.train_idx, size, self.cfg.batch_size, aug,
-                               self.templates, seed=self.cfg.seed * 1000 + first, max_steps=self.cfg.max_steps)
+                               self.templates, seed=self.cfg.seed * 1000 + first, max_steps=self.cfg.max_steps,
+                               region=self.cfg.face_region)
             for epoch in range(first, end):
                 frozen = self.pretrained() and epoch < self.cfg.frozen_epochs
                 lr = self.lr_at(epoch)
                 self._set_phase(model, frozen, lr)
                 self.epoch_started = time.time()
-                model.fit(seq, epochs=epoch + 1, initial_epoch=epoch, verbose=1,
+                model.fit(seq, epochs=epoch + 1, initial_epoch=epoch, verbose=1 if sys.stdout.isatty() else 2,
                           callbacks=[EpochEnd(self, size)])
             start = end
         return self.state
@@ -221,7 +226,8 @@ class Trainer:
             key = (size, masked)
             if key not in self._val_cache:
                 self._val_cache = {k: v for k, v in self._val_cache.items() if k[0] == size}
-                self._val_cache[key] = eval_arrays(self.cache, self.val_idx, size, masked, self.templates)
+                self._val_cache[key] = eval_arrays(self.cache, self.val_idx, size, masked, self.templates,
+                                                   self.cfg.face_region)
             p = model.predict(self._val_cache[key], batch_size=64, verbose=0).reshape(-1)
             acc, rf, rm = balanced_accuracy(self.y_val, p)
             tag = "val_masked" if masked else "val"

@@ -1,0 +1,115 @@
+"""Accuracy vs speed of the int8 model at several input sizes (to pick the shipped size).
+
+    python scripts/size_tradeoff.py --data data_cache/utkface128 \
+        --model 64=runs/a/best.keras --model 96=runs/b/best.keras --model 128=runs/c/best.keras \
+        --mask-templates ../shared/data/mask_templates --json runs/size_tradeoff.json
+
+Each checkpoint is converted to int8 at its size, scored on the validation split (ages >= 13,
+plain and with synthetic masks; never the test split) and timed per face with LiteRT (batch 1,
+``--threads`` threads) on this CPU. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from realtime.__main__ import setup_logging
+from realtime.classifier import GenderClassifier, ModelInfo
+from realtime.errors import UserError
+
+log = logging.getLogger("size_tradeoff")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ms_per_face(clf: GenderClassifier, runs: int = 50) -> float:
+    x = np.random.default_rng(0).integers(0, 255, (1, clf.input_size, clf.input_size, 3), dtype=np.uint8)
+    for _ in range(5):
+        clf.predict_crops(x)
+    start = time.perf_counter()
+    for _ in range(runs):
+        clf.predict_crops(x)
+    return (time.perf_counter() - start) / runs * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="prepared cache")
+    p.add_argument("--model", action="append", required=True, metavar="SIZE=CHECKPOINT")
+    p.add_argument("--mask-templates", help="MaskTheFace templates for the masked score")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rep-samples", type=int, default=200)
+    p.add_argument("--json", type=Path, help="write the results here too")
+    args = p.parse_args(argv)
+    setup_logging()
+    try:
+        import keras
+
+        from training.data import load_cache
+        from training.export import convert_int8
+        from training.masks import load_templates
+        from training.metrics import metrics
+        from training.train import eval_arrays
+
+        cache = load_cache(Path(args.data))
+        templates = load_templates(Path(args.mask_templates)) if args.mask_templates else []
+        labels = cache.labels()
+        val = cache.indices("val", min_age=13)
+        rep_idx = np.random.default_rng(0).choice(cache.indices("train"), args.rep_samples, replace=False)
+        rows = []
+        for spec in args.model:
+            size_text, _, ckpt = spec.partition("=")
+            size = int(size_text)
+            model = keras.models.load_model(ckpt)
+            tflite = convert_int8(model, size, eval_arrays(cache, rep_idx, size, masked=False))
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "m.tflite"
+                path.write_bytes(tflite)
+                clf = GenderClassifier(path, num_threads=args.threads, info=ModelInfo(size))
+                row = {"size": size, "checkpoint": ckpt, "size_mb": round(len(tflite) / 1e6, 1),
+                       "ms_per_face": round(ms_per_face(clf), 2)}
+                for tag, masked in (("val", False), ("val_masked", True)):
+                    x = eval_arrays(cache, val, size, masked=masked, templates=templates)
+                    probs = np.concatenate([clf.predict_crops(x[i : i + 64].astype(np.uint8))
+                                            for i in range(0, len(x), 64)])
+                    m = metrics(labels[val], probs, 0.5)
+                    row[f"{tag}_accuracy"] = round(m["accuracy"], 4)
+                    row[f"{tag}_balanced"] = round(m["balanced_accuracy"], 4)
+            rows.append(row)
+            log.info("%s", row)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = {"cpu": cpu_name(), "threads": args.threads, "split": "val, ages >= 13", "rows": rows}
+    print(f"CPU: {result['cpu']}, LiteRT int8, {args.threads} threads, batch 1; accuracy on {result['split']}\n")
+    print("| input px | ms / face | model MB | val accuracy | val accuracy, masked |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} | {r['ms_per_face']} | {r['size_mb']} | {r['val_accuracy']:.4f} "
+              f"| {r['val_masked_accuracy']:.4f} |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
