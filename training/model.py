@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from realtime.errors import UserError
@@ -28,9 +29,13 @@ def build_model(weights: str = "none", input_size: int | None = None, head_units
     A path may be VGG16 base weights (``*.h5``/``*.weights.h5`` of ``VGG16(include_top=False)``)
     or a whole model of ours (``.keras``).
     """
-    if weights not in ("imagenet", "none") and Path(weights).suffix == ".keras":
+    if weights not in ("imagenet", "none") and Path(weights).suffix in (".keras", ".npz"):
         if not Path(weights).is_file():
             raise UserError(f"weights file not found: {weights}")
+        if Path(weights).suffix == ".npz":
+            model = build_model("none", input_size, head_units, dropout)
+            load_snapshot(model, Path(weights))
+            return model
         return keras.models.load_model(weights)
     shape = (input_size, input_size, 3)
     inputs = keras.Input(shape=shape, name="bgr_0_255")
@@ -64,6 +69,23 @@ def _vgg16(weights: str | None, shape: tuple) -> keras.Model:
                 "pass --weights none or --weights PATH to a local file"
             ) from exc
         raise
+
+
+def save_snapshot(model: keras.Model, path: Path) -> None:
+    """All weights as float16 in one ``.npz`` (~30 MB): small enough to commit so that a run can
+    resume on a new machine (``--weights PATH.npz --frozen-epochs 0``)."""
+    tmp = path.with_name(path.stem + ".partial.npz")
+    np.savez_compressed(tmp, *[w.astype(np.float16) for w in model.get_weights()])
+    tmp.replace(path)
+
+
+def load_snapshot(model: keras.Model, path: Path) -> None:
+    with np.load(path) as data:
+        weights = [data[f"arr_{i}"].astype(np.float32) for i in range(len(data.files))]
+    try:
+        model.set_weights(weights)
+    except ValueError as exc:
+        raise UserError(f"{path} does not fit this model: {exc}") from exc
 
 
 def base_model(model: keras.Model) -> keras.Model:
