@@ -83,8 +83,8 @@ class GenderClassifier:
     def __init__(self, model_path: str | Path, num_threads: int = 2, max_batch: int = 8,
                  info: ModelInfo | None = None) -> None:
         self.model_path = Path(model_path)
-        self.info = info or ModelInfo.from_json(metadata_path(self.model_path))
         self._it = load_interpreter(self.model_path, num_threads)
+        self.info = info or ModelInfo.from_json(metadata_path(self.model_path))
         inp = self._it.get_input_details()
         out = self._it.get_output_details()
         if len(inp) != 1 or len(out) != 1:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import UserError
+from .native import quiet_stderr
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class VideoSink(_AtomicSink):
         check_writable(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.size = size
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        with quiet_stderr():  # FFmpeg notes such as "tag VP80 is not supported" stay off the terminal
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), fps, size)
         if not self.writer.isOpened():
             self.tmp.unlink(missing_ok=True)
             raise UserError(f"cannot write video {path} (codec {fourcc} unavailable or bad path)")

@@ -1,0 +1,115 @@
+"""Start the local web app: upload images and videos, or use the browser's webcam.
+
+Examples:
+  python -m realtime.web                          http://127.0.0.1:7860/ (this computer only)
+  python -m realtime.web --port 8000 --model models/gender_vgg16_int8.tflite
+  python -m realtime.web --host 0.0.0.0           reachable from the network: no login, read docs/web.md
+
+Exit status: 0 after Ctrl-C, 2 on unusable settings (one `error:` line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ..__main__ import setup_logging
+from ..errors import UserError
+from ..paths import GENDER_MODEL
+
+log = logging.getLogger("realtime.web")
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+WS_MAX_BYTES = 8 * 1024 * 1024  # one webcam JPEG frame
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: assume it can be reached from elsewhere
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m realtime.web", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--model", type=Path, default=GENDER_MODEL,
+                   help=f"gender model .tflite, metadata .json beside it (default {GENDER_MODEL.name})")
+    p.add_argument("--max-upload-mb", type=_positive(float), default=50.0,
+                   help="largest file accepted, in MB (default 50)")
+    p.add_argument("--max-video-seconds", type=_positive(float), default=120.0,
+                   help="longest video accepted, in seconds (default 120)")
+    p.add_argument("--keep-minutes", type=_positive(float), default=15.0,
+                   help="finished video results are deleted after this long (default 15)")
+    p.add_argument("--threads", type=_positive(int), default=2, help="interpreter threads (default 2)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and one line per request")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    return p
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        import uvicorn
+
+        from .app import Settings, create_app
+    except ImportError as exc:
+        print(f"error: the web app needs {exc.name}: pip install -r requirements-web.txt", file=sys.stderr)
+        return 2
+    loopback = is_loopback(args.host)
+    if not loopback:
+        log.warning("listening on %s: anyone who can reach this machine on port %d can use the app "
+                    "(upload files, use the CPU); there is no login. Browsers allow the webcam only on "
+                    "http://localhost or https pages", args.host, args.port)
+    settings = Settings(model=args.model, max_upload_mb=args.max_upload_mb,
+                        max_video_seconds=args.max_video_seconds, keep_minutes=args.keep_minutes,
+                        threads=args.threads, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+    try:
+        if not args.model.is_file():
+            raise UserError(f"gender model not found: {args.model} (export one with `python -m training "
+                            "export`, or pass --model)")
+        check_port_free(args.host, args.port)
+        app = create_app(settings)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    log.info("open http://%s:%d/ in a browser (Ctrl-C to stop)", shown, args.port)
+    uvicorn.run(app, host=args.host.strip("[]"), port=args.port, log_config=None, access_log=args.verbose,
+                ws_max_size=WS_MAX_BYTES, timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
