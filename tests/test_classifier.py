@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,10 @@ from realtime.litert import load_interpreter
 
 def make_int8_model(path: Path, size: int, pixel_max: float, seed: int = 0) -> Path:
     """A small int8 conv net whose input quantisation depends on ``pixel_max`` (calibration range)."""
-    tf = pytest.importorskip("tensorflow", reason="building an int8 test model needs TensorFlow")
+    pytest.importorskip("tensorflow", reason="building an int8 test model needs TensorFlow")
     import keras
+
+    from training.export import int8_tflite
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((size, size, 3))
@@ -30,15 +31,7 @@ def make_int8_model(path: Path, size: int, pixel_max: float, seed: int = 0) -> P
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(seed)
     rep = rng.uniform(0, pixel_max, (16, size, size, 3)).astype(np.float32)
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([r[None]] for r in rep)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-        path.write_bytes(conv.convert())
+    path.write_bytes(int8_tflite(model, [r[None] for r in rep]))
     write_metadata(path, size)
     np.save(path.with_suffix(".rep.npy"), rep)
     model.save(path.with_suffix(".float.keras"))

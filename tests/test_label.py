@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -63,21 +62,10 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     net = keras.Model(inputs, dense(x))
     dense.set_weights([np.full((3, 1), 0.05 / 3, np.float32), np.array([-5.0], np.float32)])
 
-    def representative():
-        for value in np.linspace(0, 255, 32):
-            yield [np.full((1, 32, 32, 3), value, np.float32)]
+    from training.export import int8_tflite
 
-    folder = tmp_path_factory.mktemp("model")
-    with tempfile.TemporaryDirectory() as saved:
-        net.export(saved, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-        path = folder / "tiny_int8.tflite"
-        path.write_bytes(converter.convert())
+    path = tmp_path_factory.mktemp("model") / "tiny_int8.tflite"
+    path.write_bytes(int8_tflite(net, [np.full((1, 32, 32, 3), v, np.float32) for v in np.linspace(0, 255, 32)]))
     path.with_suffix(".json").write_text(json.dumps(META))
     return path
 

@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     for name, help_text in (("evaluate", "metrics of a .tflite model on a female/ male/ folder"),
+                            ("card", "write models/MODEL_CARD.md from the measured numbers"),
                             ("label", "sort unlabelled face images into female/ and male/")):
         import importlib
         import importlib.util

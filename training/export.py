@@ -14,8 +14,10 @@ import logging
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -36,27 +38,30 @@ class ParityError(UserError):
     """The int8 model is too far from the float model."""
 
 
-def convert_int8(model, size: int, representative: np.ndarray) -> bytes:
-    """Full-integer int8 conversion of ``model`` at a fixed ``size`` (int8 input and output)."""
+def int8_tflite(model, representative: Iterable[np.ndarray]) -> bytes:
+    """Full-integer int8 TFLite (int8 input and output) of a fixed-shape Keras model.
+
+    ``representative`` yields single float32 inputs (with the batch axis) for calibration.
+    Keras 3 models go through a SavedModel: the converter's Keras path cannot read their variables.
+    """
     import tensorflow as tf
 
-    from .model import resized
-
-    fixed = resized(model, size)
-
-    def rep():
-        for x in representative:
-            yield [x[None].astype(np.float32)]
-
     with tempfile.TemporaryDirectory() as tmp:
-        fixed.export(tmp, format="tf_saved_model", verbose=False)
+        model.export(tmp, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = rep
+        converter.representative_dataset = lambda: ([x.astype(np.float32)] for x in representative)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
         return converter.convert()
+
+
+def convert_int8(model, size: int, representative: np.ndarray) -> bytes:
+    """The shipped conversion: ``model`` at a fixed ``size`` (int8 input and output)."""
+    from .model import resized
+
+    return int8_tflite(resized(model, size), [x[None] for x in representative])
 
 
 def _git_commit() -> str:
@@ -121,6 +126,8 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         y_test = labels[test_idx]
         for tag, masked in (("test", False), ("test_masked", True)):
             xt = eval_arrays(cache, test_idx, size, masked=masked, templates=templates, region=region)
+            if not masked:
+                xt_plain = xt
             p_float = model.predict(xt, batch_size=64, verbose=0).reshape(-1)
             p_int8 = predict_int8(tmp_model, provisional, xt, threads)
             m_float = metrics(y_test, p_float, threshold)
@@ -135,6 +142,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             if not masked and drop > max_drop:
                 raise ParityError(f"int8 accuracy drops {drop:.2f} points below float on the test split "
                                   f"(limit {max_drop}); not exported")
+        report["test_by_face_px"] = face_size_table(xt_plain, y_test, tmp_model, provisional, threads, threshold)
         if len(child_idx):
             xc = eval_arrays(cache, child_idx, size, masked=False, region=region)
             report[f"test_children_under_{min_age}"] = metrics(
@@ -171,6 +179,26 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         tmp_meta.replace(meta_path)
     log.info("wrote %s (%.1f MB) and %s", out, len(tflite) / 1e6, meta_path)
     return meta
+
+
+FACE_PX = (16, 24, 32, 48)
+
+
+def face_size_table(x: np.ndarray, y: np.ndarray, model: Path, info: ModelInfo, threads: int,
+                    threshold: float) -> list[dict]:
+    """Accuracy when the face was only ``px`` pixels wide in the frame (down- then up-sampled)."""
+    size = x.shape[1]
+    rows = []
+    for px in (*FACE_PX, size):
+        if px > size:
+            continue
+        small = np.stack([cv2.resize(cv2.resize(img, (px, px), interpolation=cv2.INTER_AREA), (size, size),
+                                     interpolation=cv2.INTER_LINEAR) for img in x.astype(np.uint8)]) \
+            if px < size else x
+        m = metrics(y, predict_int8(model, info, small, threads), threshold)
+        rows.append({"face_px": px, "n": m["n"], "accuracy": m["accuracy"],
+                     "balanced_accuracy": m["balanced_accuracy"]})
+    return rows
 
 
 def run_config(checkpoint: Path) -> dict:
