@@ -1,4 +1,5 @@
-"""Accuracy vs speed of the int8 model at several input sizes (to pick the shipped size).
+"""Accuracy vs speed of int8 models at several input sizes (to pick the shipped size), and of
+whole-face vs upper-half models (the face region comes from each checkpoint's run config).
 
     python scripts/size_tradeoff.py --data data_cache/utkface128 \
         --model 64=runs/a/best.keras --model 96=runs/b/best.keras --model 128=runs/c/best.keras \
@@ -59,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rep-samples", type=int, default=200)
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--note", default="", help="how the checkpoints were trained (kept in the JSON)")
     args = p.parse_args(argv)
     setup_logging()
     try:
         import keras
 
         from training.data import load_cache
-        from training.export import convert_int8
+        from training.export import convert_int8, run_config
         from training.masks import load_templates
         from training.metrics import metrics
         from training.train import eval_arrays
@@ -80,15 +82,17 @@ def main(argv: list[str] | None = None) -> int:
             size_text, _, ckpt = spec.partition("=")
             size = int(size_text)
             model = keras.models.load_model(ckpt)
-            tflite = convert_int8(model, size, eval_arrays(cache, rep_idx, size, masked=False))
+            region = run_config(Path(ckpt)).get("face_region", "full")
+            tflite = convert_int8(model, size, eval_arrays(cache, rep_idx, size, masked=False, region=region))
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "m.tflite"
                 path.write_bytes(tflite)
                 clf = GenderClassifier(path, num_threads=args.threads, info=ModelInfo(size))
-                row = {"size": size, "checkpoint": ckpt, "size_mb": round(len(tflite) / 1e6, 1),
+                row = {"name": f"{size} px, {region} face", "size": size, "region": region, "checkpoint": ckpt,
+                       "size_mb": round(len(tflite) / 1e6, 1),
                        "ms_per_face": round(ms_per_face(clf), 2)}
                 for tag, masked in (("val", False), ("val_masked", True)):
-                    x = eval_arrays(cache, val, size, masked=masked, templates=templates)
+                    x = eval_arrays(cache, val, size, masked=masked, templates=templates, region=region)
                     probs = np.concatenate([clf.predict_crops(x[i : i + 64].astype(np.uint8))
                                             for i in range(0, len(x), 64)])
                     m = metrics(labels[val], probs, 0.5)
@@ -99,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = {"cpu": cpu_name(), "threads": args.threads, "split": "val, ages >= 13", "rows": rows}
+    result = {"cpu": cpu_name(), "threads": args.threads, "split": "val, ages >= 13", "rows": rows,
+              "note": args.note}
     print(f"CPU: {result['cpu']}, LiteRT int8, {args.threads} threads, batch 1; accuracy on {result['split']}\n")
-    print("| input px | ms / face | model MB | val accuracy | val accuracy, masked |")
+    print("| model | ms / face | model MB | val accuracy | val accuracy, masked |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['ms_per_face']} | {r['size_mb']} | {r['val_accuracy']:.4f} "
+        print(f"| {r['name']} | {r['ms_per_face']} | {r['size_mb']} | {r['val_accuracy']:.4f} "
               f"| {r['val_masked_accuracy']:.4f} |")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
