@@ -128,31 +128,33 @@ class FaceDetector:
 class StillImageDetector:
     """Thorough detection for independent still images (folders, uploads, datasets).
 
-    Photos range from tight face crops to crowds, and masks lower BlazeFace's confidence. When the
-    short-range model finds nothing, the full-range model tries the image padded with a black
-    border (tight crops become "a face in a scene"), then the plain image, then the short-range
-    model the padded one. Only images with no face pay for the extra passes. On the 393 real
-    masked photos of ``shared/data/masked_faces_unlabeled`` this finds a face in 97.5 % of images
-    at min score 0.5, against 88 % for the short-range model alone.
+    Photos range from tight face crops to group shots, and masks lower BlazeFace's confidence.
+    Both models look at the image and their faces are merged (overlaps keep the higher score):
+    the short-range model is best at large frontal faces, the full-range one at small faces in a
+    wide picture. When neither finds a face, both try the image padded with a black border (tight
+    crops become "a face in a scene"). On the 393 real masked photos of
+    ``shared/data/masked_faces_unlabeled`` this finds a face in more than 97 % of images at min
+    score 0.5, against 88 % for the short-range model alone.
     """
 
     PAD_FRACTION = 0.5
+    MERGE_IOU = 0.3
 
     def __init__(self, min_score: float = 0.5, models: tuple[str, str] = ("short", "full")) -> None:
         self.short = FaceDetector(models[0], mode="image", min_score=min_score)
         self.full = FaceDetector(models[1], mode="image", min_score=min_score)
 
     def detect(self, image_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
-        faces = self.short.detect(image_bgr)
+        faces = merge_detections(self.short.detect(image_bgr) + self.full.detect(image_bgr), self.MERGE_IOU)
         if faces:
             return faces
         pad = int(round(max(image_bgr.shape[:2]) * self.PAD_FRACTION))
         padded = cv2.copyMakeBorder(image_bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         height, width = image_bgr.shape[:2]
-        for detector, use_pad in ((self.full, True), (self.full, False), (self.short, True)):
-            faces = detector.detect(padded if use_pad else image_bgr)
+        for detector in (self.full, self.short):
+            faces = detector.detect(padded)
             if faces:
-                return [_unpad(f, pad, width, height) for f in faces] if use_pad else faces
+                return [_unpad(f, pad, width, height) for f in faces]
         return []
 
     def close(self) -> None:
@@ -164,6 +166,17 @@ class StillImageDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def merge_detections(faces: list[Detection], iou_threshold: float) -> list[Detection]:
+    """Greedy non-maximum suppression across detectors; largest first in the result."""
+    from .tracker import iou
+
+    kept: list[Detection] = []
+    for face in sorted(faces, key=lambda f: f.score, reverse=True):
+        if all(iou(face.box, k.box) < iou_threshold for k in kept):
+            kept.append(face)
+    return sorted(kept, key=lambda d: d.area, reverse=True)
 
 
 def _unpad(face: Detection, pad: int, width: int, height: int) -> Detection | None:
