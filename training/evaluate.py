@@ -37,7 +37,7 @@ from tqdm import tqdm
 from realtime.classifier import UNCERTAIN, GenderClassifier
 from realtime.crop import Box, largest_box
 from realtime.errors import UserError
-from realtime.face_detector import FaceDetector
+from realtime.face_detector import FaceDetector, StillImageDetector
 
 from .data import Item, _read_image, folder_items
 from .metrics import group_table, metrics
@@ -82,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="folder with female/ and male/ images")
     parser.add_argument("--report", required=True, help="report JSON to write (plots go beside it)")
     parser.add_argument("--crops", action="store_true", help="images are face crops: skip detection")
-    parser.add_argument("--detector", choices=("short", "full"), default="short",
-                        help="runtime face detector model (default short)")
+    parser.add_argument("--detector", choices=("auto", "short", "full"), default="auto",
+                        help="auto: the runtime's still-image detector (short- and full-range merged, "
+                             "padded retry; default), or one model")
     parser.add_argument("--labels", help="CSV with file,age,gender,race: age and race for the by-group "
                                          "table (default: from UTKFace-style file names); the true "
                                          "gender always comes from the folder")
@@ -131,7 +132,7 @@ def list_images(data: Path) -> list[Item]:
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-def face_box(image: np.ndarray, detector: FaceDetector | None) -> tuple[Box, bool]:
+def face_box(image: np.ndarray, detector: FaceDetector | StillImageDetector | None) -> tuple[Box, bool]:
     """The largest detected face's box, or the whole image (``found=False`` when none was found)."""
     height, width = image.shape[:2]
     whole = (0, 0, width, height)
@@ -142,7 +143,7 @@ def face_box(image: np.ndarray, detector: FaceDetector | None) -> tuple[Box, boo
     return (whole, False) if best is None else (faces[best].crop_box, True)
 
 
-def _faces(items: list[Item], detector: FaceDetector | None, labels: dict, unreadable: list[str]
+def _faces(items: list[Item], detector: FaceDetector | StillImageDetector | None, labels: dict, unreadable: list[str]
            ) -> Iterator[tuple[Face, np.ndarray, Box]]:
     for item in tqdm(items, desc="evaluate", unit="img"):
         image = _read_image(item.path)
@@ -157,7 +158,7 @@ def _faces(items: list[Item], detector: FaceDetector | None, labels: dict, unrea
         yield face, image, box
 
 
-def classify_all(items: list[Item], clf: GenderClassifier, detector: FaceDetector | None,
+def classify_all(items: list[Item], clf: GenderClassifier, detector: FaceDetector | StillImageDetector | None,
                  labels: dict, batch_size: int) -> Results:
     """Detect (unless ``detector`` is None), crop and classify every image, in batches."""
     faces: list[Face] = []
@@ -337,7 +338,7 @@ def write_outputs(report: dict, p: np.ndarray, path: Path) -> None:
 
 
 # -- CLI -----------------------------------------------------------------------------------------
-def evaluate(model: Path, data: Path, crops: bool = False, detector: str = "short",
+def evaluate(model: Path, data: Path, crops: bool = False, detector: str = "auto",
              labels: Path | None = None, batch_size: int = 16, threads: int = 2) -> tuple[dict, np.ndarray]:
     """Classify every image under ``data``; returns the report and the ``p_female`` values."""
     if batch_size < 1:
@@ -348,7 +349,8 @@ def evaluate(model: Path, data: Path, crops: bool = False, detector: str = "shor
     if crops:
         results = classify_all(items, clf, None, label_map, batch_size)
     else:
-        with FaceDetector(detector, mode="image") as det:
+        det = StillImageDetector() if detector == "auto" else FaceDetector(detector, mode="image")
+        with det:
             results = classify_all(items, clf, det, label_map, batch_size)
     if not results.faces:
         raise UserError(f"none of the {len(items)} images under {data} could be read")
