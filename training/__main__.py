@@ -1,4 +1,12 @@
-"""``python -m training {prepare,train,export,evaluate}``."""
+"""Train, export and check the gender model; sort and review labelled folders.
+
+  prepare   detect and crop faces (runtime detector + realtime/crop.py) into a cache, with a split
+  train     VGG16 on a prepared cache; checkpoints every epoch, --resume
+  export    full-integer int8 TFLite + metadata, with a float-vs-int8 parity check
+  evaluate  metrics of a .tflite model on a folder with female/ and male/ (DESIGN.md contract 2)
+  card      write models/MODEL_CARD.md from the measured numbers
+  label     sort an unlabelled folder into female/ and male/ with one key per image
+"""
 
 from __future__ import annotations
 
@@ -71,7 +79,8 @@ def _module_command(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
