@@ -69,7 +69,19 @@ def draw_faces(frame: np.ndarray, faces: Sequence[FaceView], fps: float | None =
         cv2.rectangle(out, (tx, ty - th - 4), (tx + tw + 4, ty + base), colour, -1)
         cv2.putText(out, text, (tx + 2, ty - 2), FONT, scale, ink_for(colour), thick, cv2.LINE_AA)
     if fps is not None:
-        draw_text(out, f"{fps:.1f} FPS", (8, int(24 * scale / 0.7)), scale, thick)
+        _put_fps(out, fps)
+    return out
+
+
+def _put_fps(image: np.ndarray, fps: float) -> None:
+    scale, thick = text_scale(image.shape[0])
+    draw_text(image, f"{fps:.1f} FPS", (8, int(24 * scale / 0.7)), scale, thick)
+
+
+def draw_fps(frame: np.ndarray, fps: float) -> np.ndarray:
+    """A copy of ``frame`` with the FPS in the top-left corner."""
+    out = frame.copy()
+    _put_fps(out, fps)
     return out
 
 

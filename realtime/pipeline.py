@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .classifier import GenderClassifier, Prediction
 from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
-from .overlay import FaceView, contact_sheet, draw_faces
+from .overlay import FaceView, contact_sheet, draw_faces, draw_fps
 from .paths import GENDER_MODEL
 from .sinks import ImageFolderSink, JsonlSink, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
@@ -341,7 +341,10 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                 if on_frame is not None and on_frame(stats.frames, total) is False:
                     log.info("stopped by the caller after %d frames", stats.frames)
                     break
-                if not display.show(annotated):
+                shown = annotated
+                if display.enabled and not source.live and fps is not None:
+                    shown = draw_fps(annotated, fps)  # the window shows FPS; the written file does not
+                if not display.show(shown):
                     log.info("window closed by the user")
                     break
                 if config.max_frames and stats.frames >= config.max_frames:
