@@ -42,14 +42,21 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
 
 
-def _unit_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
@@ -67,17 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", type=Path, help="one JSON object per processed frame "
                    "(folders: default OUTPUT/predictions.jsonl)")
     p.add_argument("--no-display", action="store_true", help="do not open a window")
-    p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
+    p.add_argument("--max-frames", type=positive_int, help="stop after N frames")
     p.add_argument("--model", type=Path, default=GENDER_MODEL,
                    help=f"gender model .tflite, metadata .json beside it (default {GENDER_MODEL.name})")
     g = p.add_argument_group("detection")
     g.add_argument("--detector", default="auto",
                    help="auto (short-range for cameras, full-range for files/streams, both for "
                         "images), short, full, or a .tflite path")
-    g.add_argument("--min-face-score", type=_unit_float, default=0.5,
+    g.add_argument("--min-face-score", type=unit_float, default=0.5,
                    help="minimum detector confidence (default 0.5)")
     g = p.add_argument_group("classification")
-    g.add_argument("--threads", type=_positive_int, default=2, help="interpreter threads (default 2)")
+    g.add_argument("--threads", type=positive_int, default=2, help="interpreter threads (default 2)")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--sync", dest="mode", action="store_const", const="sync",
                       help="classify in the main loop: deterministic (default for files)")

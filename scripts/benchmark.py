@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python scripts/benchmark.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from realtime.__main__ import setup_logging  # noqa: E402 - after the sys.path line above
+from realtime.__main__ import positive_float, positive_int, setup_logging  # noqa: E402 - after sys.path
 from realtime.errors import UserError  # noqa: E402
 from realtime.paths import GENDER_MODEL  # noqa: E402
 from realtime.sinks import check_writable  # noqa: E402
@@ -345,33 +345,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python scripts/benchmark.py", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", help="anything `python -m realtime --source` takes, e.g. a clip or "
                    "synthetic:faces=3,frames=300,size=640x480")
-    p.add_argument("--frames", type=_positive_int, default=300, help="frames to process (default 300)")
+    p.add_argument("--frames", type=positive_int, default=300, help="frames to process (default 300)")
     p.add_argument("--loop", action="store_true", help="restart a short clip until --frames are done")
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--model", type=Path, default=GENDER_MODEL,
                    help=f"gender model (default {GENDER_MODEL.relative_to(REPO_ROOT)})")
     p.add_argument("--detector", default="auto", help="auto, short, full or a .tflite path (default auto)")
-    p.add_argument("--threads", type=_positive_int, default=2, help="classifier threads (default 2)")
-    p.add_argument("--max-age", type=_positive_float, default=2.0, metavar="SECONDS",
+    p.add_argument("--threads", type=positive_int, default=2, help="classifier threads (default 2)")
+    p.add_argument("--max-age", type=positive_float, default=2.0, metavar="SECONDS",
                    help="re-classify a tracked face after this long (default 2.0)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--sync", dest="mode", action="store_const", const="sync", help="classify in-line")
@@ -381,10 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--compare", action="store_true",
                       help="sync vs async x every-frame vs cached, one fresh process each, side by side")
-    what.add_argument("--soak", type=_positive_float, metavar="SECONDS",
+    what.add_argument("--soak", type=positive_float, metavar="SECONDS",
                       help="loop the source this long and sample RSS (memory growth check); ignores --frames")
     what.add_argument("--macs", action="store_true", help="print VGG16 conv MACs per input size and exit")
-    p.add_argument("--interval", type=_positive_float, metavar="SECONDS",
+    p.add_argument("--interval", type=positive_float, metavar="SECONDS",
                    help="RSS sample interval for --soak (default soak/20, 1-30 s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
