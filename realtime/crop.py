@@ -1,8 +1,10 @@
 """THE face crop: one definition shared by the runtime and the training package.
 
 A detector box ``(x, y, w, h)`` in pixels becomes a square around the box centre whose side is
-``max(w, h) * (1 + margin)``. Parts of the square outside the frame are filled with black, so the
-face stays centred and its scale does not depend on where it sits in the frame. The square is then
+``max(w, h) * (1 + margin)``. Parts of the square outside the frame repeat the frame's edge pixels,
+so the face stays centred and its scale does not depend on where it sits in the frame. (Training
+crops tight dataset photos the same way; black borders instead cost 2.7 points of accuracy on
+UTKFace test photos, measured with ``python -m training evaluate``.) The square is then
 resized to ``size`` x ``size``. Nothing else in the project may crop faces differently.
 """
 
@@ -47,9 +49,7 @@ def crop_face(image: np.ndarray, box: Box, size: int, margin: float = DEFAULT_MA
         return np.zeros((size, size, 3), dtype=image.dtype)
     inner = image[iy0:iy1, ix0:ix1]
     if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
-        inner = cv2.copyMakeBorder(
-            inner, iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1, cv2.BORDER_CONSTANT, value=(0, 0, 0)
-        )
+        inner = cv2.copyMakeBorder(inner, iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1, cv2.BORDER_REPLICATE)
     return resize_square(inner, size)
 
 

@@ -26,13 +26,17 @@ def test_crop_inside_frame_matches_slice() -> None:
     np.testing.assert_array_equal(crop, image[60:110, 100:150])
 
 
-def test_crop_outside_frame_is_padded_black_and_keeps_centre() -> None:
-    image = np.full((100, 100, 3), 200, np.uint8)
+def test_crop_outside_frame_repeats_the_edge_and_keeps_centre() -> None:
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[0, :] = 50  # top row
+    image[:, 0] = 80  # left column (and the corner)
+    image[5:, 5:] = 200
     crop = crop_face(image, (-20, -20, 40, 40), size=40, margin=0.0)  # centre at the corner
     assert crop.shape == (40, 40, 3)
-    assert crop[:20, :20].max() == 0  # outside the frame: black
-    assert crop[20:, 20:].min() == 200  # inside: the image
-    assert crop_face(image, (500, 500, 10, 10), size=16).max() == 0  # wholly outside
+    assert (crop[:20, :20] == 80).all()  # outside both edges: the corner pixel repeated
+    assert (crop[:20, 25:] == 50).all()  # above the frame: the top row repeated
+    assert (crop[25:, 25:] == 200).all()  # inside: the image, not shifted
+    assert crop_face(image, (500, 500, 10, 10), size=16).max() == 0  # wholly outside: black
 
 
 def test_crop_faces_shapes_and_dtype() -> None:
