@@ -41,9 +41,8 @@ def variants(photo: np.ndarray) -> dict[str, np.ndarray]:
         "pale.jpg": cv2.convertScaleAbs(photo, alpha=0.4, beta=150),  # p_female ~0.99
         "dark.jpg": cv2.convertScaleAbs(photo, alpha=0.4),  # ~0.08
         "orig.jpg": photo,  # ~0.79
-        # no face: the model sees the whole image, black-bordered by the crop margin: mean ~100,
-        # p_female ~0.5, uncertain
-        "gray.png": np.full((200, 200, 3), 121, np.uint8),
+        # no face: the model sees the whole (uniform) image: mean 100, p_female 0.5, uncertain
+        "gray.png": np.full((200, 200, 3), 100, np.uint8),
     }
 
 
