@@ -6,9 +6,12 @@ benchmark); :func:`run` drives a whole source through it into the sinks and the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -301,6 +304,49 @@ def _timed_frames(source: Source, timing: Timing, loop: bool) -> Iterator[Frame]
         source.open()
 
 
+class _CtrlC:
+    """SIGINT that never lands in the middle of writing a frame to the outputs.
+
+    Outside :meth:`deferred` blocks Ctrl-C raises ``KeyboardInterrupt`` at once (a blocked read
+    is interrupted); inside, it is raised when the block ends. Only the main thread can own
+    signals: elsewhere (the web app's worker threads) this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self.critical = False
+        self.pending = False
+        self.held = False
+        self.previous = signal.getsignal(signal.SIGINT) if self.active else None
+        if self.active:
+            signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.critical or self.held:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+        if self.pending and not self.held:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def hold(self) -> None:
+        self.held = True
+
+    def restore(self) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous)
+            self.active = False
+
+
 def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | None = None) -> RunStats:
     """Process ``config.source`` to the end (or ``max_frames``/quit/Ctrl-C); returns stats.
 
@@ -323,6 +369,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                    disable=not config.progress, dynamic_ncols=True)
         fps_meter = _Fps()
         error: UserError | None = None
+        ctrl_c = _CtrlC()
         try:
             for frame in _timed_frames(source, pipeline.timing, config.loop):
                 if folder_mode:
@@ -331,12 +378,13 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                 fps = fps_meter.tick()
                 annotated = pipeline.annotate(frame, faces, fps if source.live else None)
                 t0 = time.perf_counter()
-                sinks.write(frame, faces, annotated, pipeline)
+                with ctrl_c.deferred():  # a frame is in all outputs or in none
+                    sinks.write(frame, faces, annotated, pipeline)
+                    stats.frames += 1
+                    stats.faces += len(faces)
                 pipeline.timing.add("write", time.perf_counter() - t0)
                 if stats.first_frame_s is None:
                     stats.first_frame_s = time.perf_counter() - started
-                stats.frames += 1
-                stats.faces += len(faces)
                 bar.update(1)
                 if on_frame is not None and on_frame(stats.frames, total) is False:
                     log.info("stopped by the caller after %d frames", stats.frames)
@@ -354,10 +402,12 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
         except SourceError as exc:
             error = exc
         finally:
+            ctrl_c.hold()  # a second Ctrl-C must not leave half-renamed outputs
             bar.close()
             display.close()
             pipeline.close()
             stats.outputs = sinks.close(keep=True)
+            ctrl_c.restore()
             stats.seconds = time.perf_counter() - started
             stats.timing = pipeline.timing.per_frame()
             stats.classified = pipeline.timing.classified
