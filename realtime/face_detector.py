@@ -169,14 +169,15 @@ class StillImageDetector:
 
 
 def merge_detections(faces: list[Detection], iou_threshold: float) -> list[Detection]:
-    """Greedy non-maximum suppression across detectors; largest first in the result."""
+    """Greedy non-maximum suppression across detectors; the result is in reading order (left to
+    right), so tables and track IDs of a still image follow the picture."""
     from .tracker import iou
 
     kept: list[Detection] = []
     for face in sorted(faces, key=lambda f: f.score, reverse=True):
         if all(iou(face.box, k.box) < iou_threshold for k in kept):
             kept.append(face)
-    return sorted(kept, key=lambda d: d.area, reverse=True)
+    return sorted(kept, key=lambda d: (d.box[0], d.box[1]))
 
 
 def _unpad(face: Detection, pad: int, width: int, height: int) -> Detection | None:
