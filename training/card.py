@@ -182,11 +182,27 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
                          f"| {pct(r['val_masked_accuracy'])} | `{r['checkpoint']}` |")
         if tradeoff.get("note"):
             lines += ["", tradeoff["note"]]
+        best = max(tradeoff["rows"], key=lambda r: r["val_accuracy"] + r["val_masked_accuracy"])
+        lines += ["", f"Shipped: {meta['input_size']} px. Most accurate at this budget: {best['size']} px. "
+                  "Cost grows with the square of the input side (DESIGN.md: 16 ms per face at 64 px on a "
+                  "2-core AVX2 machine, so only 64 px fits a 20 ms budget there)."]
     if region:
-        lines += ["", "## Masked faces: whole face vs upper half only", "", region.get("note", ""), "",
+        lines += ["", "## Masked faces: whole face vs upper half only", "",
+                  "Does seed 000's idea (classify only the upper half of the face, above a mask) help? "
+                  + region.get("note", ""), "",
                   "| model | val accuracy | val accuracy, masked |", "|---|---|---|"]
         for r in region["rows"]:
             lines.append(f"| {r['name']} | {pct(r['val_accuracy'])} | {pct(r['val_masked_accuracy'])} |")
+        full = next((r for r in region["rows"] if r.get("region") == "full"), None)
+        upper = next((r for r in region["rows"] if r.get("region") == "upper"), None)
+        if full and upper:
+            d_plain = 100 * (upper["val_accuracy"] - full["val_accuracy"])
+            d_masked = 100 * (upper["val_masked_accuracy"] - full["val_masked_accuracy"])
+            verdict = "helps" if d_masked > 0 else "does not help"
+            lines += ["", f"Classifying only the upper half of the face {verdict} here: {d_masked:+.1f} points "
+                      f"with masks, {d_plain:+.1f} points without. The shipped model uses face region "
+                      f"`{meta.get('face_region', 'full')}` (`face_region` in the metadata; the runtime applies "
+                      "whichever the model was trained with)."]
     if history:
         lines += ["", "## Training curve", "", "Per epoch (validation = ages ≥ 13, threshold 0.5; training "
                   "accuracy is on augmented crops):", "",
