@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .classifier import GenderClassifier, Prediction
+from .classifier import GenderClassifier
 from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
 from .overlay import FaceView, contact_sheet, draw_faces, draw_fps
@@ -492,9 +492,3 @@ class _Sinks:
                 write_image_atomic(self.sheet_path, contact_sheet(self.sheet_tiles))
                 held["contact_sheet"] = str(self.sheet_path)
         return held
-
-
-def classify_predictions(classifier: GenderClassifier, frame_bgr: np.ndarray,
-                         detections: list[Detection]) -> list[Prediction]:
-    """Classify the detections of one still image (no tracking): used by the web app."""
-    return classifier.classify(frame_bgr, [d.crop_box for d in detections])

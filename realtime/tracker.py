@@ -10,7 +10,7 @@ between frames and are few, so greedy IoU matching is exact enough and costs mic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 Box = tuple[int, int, int, int]
 
@@ -57,7 +57,6 @@ class Track:
     classified_area: int = 0
     pending: bool = False  # a classification is in flight (async mode)
     crop_box: Box | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def area(self) -> int:

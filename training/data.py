@@ -24,7 +24,7 @@ from tqdm import tqdm
 from realtime.crop import DEFAULT_MARGIN, crop_face
 from realtime.errors import UserError
 from realtime.face_detector import FaceDetector
-from realtime.sources import IMAGE_EXTENSIONS
+from realtime.sources import IMAGE_EXTENSIONS, read_image
 
 from .landmarks import LANDMARK_MARGIN, FaceLandmarks, rescale_points
 
@@ -101,17 +101,6 @@ def utkface_items(root: Path) -> tuple[list[Item], dict[str, int]]:
     return items, dict(dropped)
 
 
-def _read_image(path: Path) -> np.ndarray | None:
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return image
-
-
 def crops_from_items(
     items: list[Item], size: int, margin: float = DEFAULT_MARGIN, pad: float = PAD_FRACTION,
     with_landmarks: bool = True,
@@ -120,7 +109,7 @@ def crops_from_items(
     landmarker = FaceLandmarks() if with_landmarks else None
     with FaceDetector("short", mode="image", min_score=0.5) as detector:
         for item in items:
-            image = _read_image(item.path)
+            image = read_image(item.path)
             if image is None:
                 yield item, None, None, 0.0, "unreadable"
                 continue

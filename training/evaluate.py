@@ -38,8 +38,9 @@ from realtime.classifier import UNCERTAIN, GenderClassifier
 from realtime.crop import Box, largest_box
 from realtime.errors import UserError
 from realtime.face_detector import FaceDetector, StillImageDetector
+from realtime.sources import read_image
 
-from .data import Item, _read_image, folder_items
+from .data import Item, folder_items
 from .metrics import group_table, metrics
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def face_box(image: np.ndarray, detector: FaceDetector | StillImageDetector | No
 def _faces(items: list[Item], detector: FaceDetector | StillImageDetector | None, labels: dict, unreadable: list[str]
            ) -> Iterator[tuple[Face, np.ndarray, Box]]:
     for item in tqdm(items, desc="evaluate", unit="img"):
-        image = _read_image(item.path)
+        image = read_image(item.path)
         if image is None:
             log.warning("skipping unreadable image %s", item.path)
             unreadable.append(str(item.path))

@@ -66,9 +66,9 @@ from realtime.classifier import UNCERTAIN, GenderClassifier, Prediction
 from realtime.crop import largest_box
 from realtime.errors import UserError
 from realtime.face_detector import Detection, FaceDetector
-from realtime.sources import IMAGE_EXTENSIONS
+from realtime.sources import IMAGE_EXTENSIONS, read_image
 
-from .data import LABELS, _read_image, folder_items
+from .data import LABELS, folder_items
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class Analyser:
 
     def load(self, item: Item) -> np.ndarray | None:
         """The image (None when unreadable); analyses ``item`` the first time."""
-        image = _read_image(item.path)
+        image = read_image(item.path)
         if image is None:
             return None
         if item.faces is None:
