@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -184,10 +183,6 @@ class GenderClassifier:
             return UNCERTAIN
         return self.info.positive_label if p_female >= self.info.threshold else self.info.negative_label
 
-    def describe(self) -> dict[str, Any]:
-        return {"path": str(self.model_path), "input_size": self.input_size,
-                "input_dtype": self.input_dtype.name, "input_quant": self.input_quant,
-                "output_quant": self.output_quant}
 
 
 def _quant(detail: dict) -> tuple[float, int]:

@@ -171,8 +171,6 @@ class VideoFileSource(_CaptureSource):
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
         self.path = path
-        self.frames_read = 0
-        self.truncated = False
 
     def _capture(self) -> cv2.VideoCapture:
         _check_file(self.path)
@@ -196,12 +194,10 @@ class VideoFileSource(_CaptureSource):
                 break
             yield Frame(index, index / self.fps, image)
             index += 1
-            self.frames_read = index
         if index == 0:
             raise SourceError(f"video {self.path} has no decodable frames (corrupt or empty)")
         # Container frame counts can be off by a frame or two; more than that is a cut file.
         if self.total and index < self.total - max(2, int(0.02 * self.total)):
-            self.truncated = True
             raise SourceError(
                 f"video {self.path} ended after {index} of {self.total} frames (truncated or corrupt)"
             )
@@ -256,7 +252,6 @@ class StreamSource(Source):
         self.policy = policy or ReconnectPolicy()
         self.timeout_s = timeout_s
         self._reader: _MjpegReader | cv2.VideoCapture | None = None
-        self.reconnects = 0
 
     def _connect(self) -> _MjpegReader | cv2.VideoCapture:
         if self.url.startswith(("http://", "https://")):
@@ -313,7 +308,6 @@ class StreamSource(Source):
                 self._reader = self._connect()
             except ConnectionError:
                 continue
-            self.reconnects += 1
             log.info("reconnected to %s", self.url)
             return True
         return False
