@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .detection import BACKENDS
 from .errors import UserError
 from .paths import GENDER_MODEL
 from .sources import ReconnectPolicy
@@ -81,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--detector", default="auto",
                    help="auto (short-range for cameras, full-range for files/streams, both for "
                         "images), short, full, or a .tflite path")
+    g.add_argument("--detector-backend", choices=BACKENDS, default="auto",
+                   help="run BlazeFace on litert (LiteRT interpreter: fastest, runs on every Raspberry "
+                        "Pi) or mediapipe (MediaPipe Tasks; not on CPUs without ARMv8.1 atomics such as "
+                        "the Pi 4); auto = litert (default auto)")
     g.add_argument("--min-face-score", type=unit_float, default=0.5,
                    help="minimum detector confidence (default 0.5)")
     g = p.add_argument_group("classification")
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         config = Config(
             source=args.source, output=args.output, jsonl=args.jsonl, display=not args.no_display,
             max_frames=args.max_frames, model=args.model, detector=args.detector,
-            min_face_score=args.min_face_score, threads=args.threads, mode=args.mode,
+            detector_backend=args.detector_backend, min_face_score=args.min_face_score,
+            threads=args.threads, mode=args.mode,
             classify_every_frame=args.classify_every_frame, max_age_s=args.max_age,
             reconnect=ReconnectPolicy(tries=max(0, args.reconnect_tries), first_wait_s=args.reconnect_wait),
             progress=not args.no_progress and not args.quiet, loop=args.loop,

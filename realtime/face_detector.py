@@ -1,48 +1,37 @@
-"""FaceDetector: a thin wrapper around the MediaPipe Tasks BlazeFace detector."""
+"""FaceDetector: BlazeFace on one of two backends, chosen so that it can always start.
+
+* ``litert``: MediaPipe's BlazeFace models on the LiteRT interpreter, with MediaPipe's pre- and
+  post-processing reimplemented (:mod:`realtime.blazeface`). Runs wherever ai-edge-litert does,
+  the Raspberry Pi 4 included, and is the faster one (see ``docs/detector.md``).
+* ``mediapipe``: the MediaPipe Tasks ``FaceDetector``. Its aarch64 wheel is compiled for ARMv8.1
+  atomics (LSE); on a CPU without them (Raspberry Pi 4, Cortex-A72) starting it kills the process
+  with SIGILL, which cannot be caught, so :func:`mediapipe_support` decides before it is started.
+* ``auto`` (default): ``litert``, the faster backend with measured parity (same faces, IoU >= 0.9,
+  scores within 0.05 on the demo clip and still images: ``tests/test_blazeface_parity.py``).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from dataclasses import dataclass, field
+import platform
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 
-from .errors import ModelError
+from .detection import BACKENDS, Backend, Detection, iou, to_detection
+from .errors import ModelError, UserError
 from .native import quiet_stderr, tensorflow_blocked
 from .paths import DETECTOR_MODELS
-
-with tensorflow_blocked():
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["image", "video"]
 
-
-@dataclass(frozen=True)
-class Detection:
-    """One face: pixel box ``(x, y, w, h)`` clamped to the frame, score, six keypoints (px).
-
-    ``raw_box`` is the detector's box before clamping (it may reach past the frame); crops use it
-    so a face at the edge keeps its centre and scale.
-    """
-
-    box: tuple[int, int, int, int]
-    score: float
-    keypoints: tuple[tuple[float, float], ...] = field(default=())
-    raw_box: tuple[int, int, int, int] | None = None
-
-    @property
-    def crop_box(self) -> tuple[int, int, int, int]:
-        return self.raw_box or self.box
-
-    @property
-    def area(self) -> int:
-        return self.box[2] * self.box[3]
+__all__ = ["BACKENDS", "Backend", "Detection", "FaceDetector", "StillImageDetector", "mediapipe_support",
+           "merge_detections", "resolve_backend", "resolve_detector_model"]
 
 
 def resolve_detector_model(name_or_path: str | Path) -> Path:
@@ -53,11 +42,73 @@ def resolve_detector_model(name_or_path: str | Path) -> Path:
     return path
 
 
-class FaceDetector:
-    """BlazeFace via MediaPipe Tasks. Use as a context manager, or call :meth:`close`.
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The CPU feature flags of an Arm Linux ``/proc/cpuinfo`` (``Features`` lines), or None
+    when the file cannot be read or has no such line."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    features: set[str] = set()
+    found = False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "features":
+            found = True
+            features.update(value.split())
+    return features if found else None
 
-    ``mode="video"`` for streams (needs increasing timestamps, tracks internally); ``"image"`` for
-    independent stills. Input frames are BGR uint8 (OpenCV's order).
+
+def mediapipe_support(machine: str | None = None, cpuinfo: Path = Path("/proc/cpuinfo")
+                      ) -> tuple[bool, str]:
+    """Whether MediaPipe's native face detector can start here, and if not, why.
+
+    Decided without starting it: an illegal instruction cannot be caught."""
+    if importlib.util.find_spec("mediapipe") is None:
+        return False, "mediapipe is not installed"
+    machine = (machine or platform.machine()).lower()
+    if machine in ("aarch64", "arm64") and platform.system() != "Darwin":
+        features = cpu_features(cpuinfo)
+        if features is not None and "atomics" not in features:
+            return False, ("this Arm CPU lacks the ARMv8.1 atomics (LSE) that the mediapipe wheel is "
+                           "built for (e.g. the Raspberry Pi 4's Cortex-A72); it would abort with SIGILL")
+    return True, ""
+
+
+_announced: set[str] = set()
+
+
+def resolve_backend(requested: str = "auto", machine: str | None = None,
+                    cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """``auto`` → the backend to use here; a forced ``mediapipe`` that cannot run → :class:`UserError`."""
+    if requested not in BACKENDS:
+        raise UserError(f"unknown detector backend {requested!r}; expected one of {', '.join(BACKENDS)}")
+    if requested == "litert":
+        return "litert"
+    ok, why = mediapipe_support(machine, cpuinfo)
+    if requested == "mediapipe":
+        if not ok:
+            raise UserError(f"--detector-backend mediapipe cannot run here: {why}; "
+                            "use --detector-backend litert")
+        return "mediapipe"
+    if not ok and why not in _announced:
+        _announced.add(why)
+        log.info("face detector on LiteRT (%s)", why)
+    return "litert"
+
+
+class _Backend(Protocol):
+    def detect(self, frame_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]: ...
+
+    def close(self) -> None: ...
+
+
+class FaceDetector:
+    """BlazeFace (``short``/``full``/PATH) on the chosen backend. Use as a context manager, or
+    call :meth:`close`. Input frames are BGR uint8 (OpenCV's order).
+
+    ``mode`` matters to MediaPipe only: ``video`` for streams (increasing timestamps), ``image``
+    for independent stills; the LiteRT backend treats every frame alike.
     """
 
     def __init__(
@@ -66,13 +117,51 @@ class FaceDetector:
         mode: Mode = "video",
         min_score: float = 0.5,
         min_suppression: float = 0.3,
+        backend: str = "auto",
+        num_threads: int | None = 2,
     ) -> None:
         self.model_path = resolve_detector_model(model)
         self.mode: Mode = mode
         self.min_score = min_score
+        self.backend = resolve_backend(backend)
+        self._impl: _Backend | None
+        if self.backend == "litert":
+            from .blazeface import BlazeFaceLiteRT
+
+            self._impl = BlazeFaceLiteRT(self.model_path, min_score, min_suppression, num_threads)
+        else:
+            self._impl = _MediaPipeDetector(self.model_path, mode, min_score, min_suppression)
+
+    def detect(self, frame_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
+        """Detect faces in one BGR frame, largest first. ``timestamp_ms`` orders video frames."""
+        if self._impl is None:
+            raise RuntimeError("detector is closed")
+        return self._impl.detect(frame_bgr, timestamp_ms)
+
+    def close(self) -> None:
+        if self._impl is not None:
+            self._impl.close()
+            self._impl = None
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _MediaPipeDetector:
+    """BlazeFace through MediaPipe Tasks (imported only when this backend is chosen)."""
+
+    def __init__(self, model_path: Path, mode: Mode, min_score: float, min_suppression: float) -> None:
+        with tensorflow_blocked():
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+        self._mp = mp
+        self.mode = mode
         running = vision.RunningMode.VIDEO if mode == "video" else vision.RunningMode.IMAGE
         options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=running,
             min_detection_confidence=min_score,
             min_suppression_threshold=min_suppression,
@@ -81,11 +170,11 @@ class FaceDetector:
             with quiet_stderr():
                 self._detector = vision.FaceDetector.create_from_options(options)
         except (RuntimeError, ValueError) as exc:
-            raise ModelError(f"cannot load face detector {self.model_path}: {exc}") from exc
+            raise ModelError(f"cannot load face detector {model_path}: {exc}") from exc
         self._last_ts = -1
 
     def detect(self, frame_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
-        """Detect faces in one BGR frame. ``timestamp_ms`` is required in video mode."""
+        mp = self._mp
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         # LiteRT prints alignment notes to fd 2 now and then, on any call: keep them off the terminal.
@@ -101,14 +190,11 @@ class FaceDetector:
         faces = []
         for det in result.detections:
             bb = det.bounding_box
-            x0, y0 = max(0, bb.origin_x), max(0, bb.origin_y)
-            x1, y1 = min(width, bb.origin_x + bb.width), min(height, bb.origin_y + bb.height)
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
             score = float(det.categories[0].score) if det.categories else 0.0
             kps = tuple((kp.x * width, kp.y * height) for kp in (det.keypoints or []))
-            raw = (bb.origin_x, bb.origin_y, bb.width, bb.height)
-            faces.append(Detection((x0, y0, x1 - x0, y1 - y0), score, kps, raw))
+            face = to_detection((bb.origin_x, bb.origin_y, bb.width, bb.height), score, kps, width, height)
+            if face is not None:
+                faces.append(face)
         faces.sort(key=lambda d: d.area, reverse=True)
         return faces
 
@@ -116,13 +202,7 @@ class FaceDetector:
         if self._detector is not None:
             with quiet_stderr():
                 self._detector.close()
-                self._detector = None
-
-    def __enter__(self) -> FaceDetector:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            self._detector = None
 
 
 class StillImageDetector:
@@ -140,9 +220,11 @@ class StillImageDetector:
     PAD_FRACTION = 0.5
     MERGE_IOU = 0.3
 
-    def __init__(self, min_score: float = 0.5, models: tuple[str, str] = ("short", "full")) -> None:
-        self.short = FaceDetector(models[0], mode="image", min_score=min_score)
-        self.full = FaceDetector(models[1], mode="image", min_score=min_score)
+    def __init__(self, min_score: float = 0.5, models: tuple[str, str] = ("short", "full"),
+                 backend: str = "auto") -> None:
+        self.short = FaceDetector(models[0], mode="image", min_score=min_score, backend=backend)
+        self.full = FaceDetector(models[1], mode="image", min_score=min_score, backend=backend)
+        self.backend = self.short.backend
 
     def detect(self, image_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
         faces = merge_detections(self.short.detect(image_bgr) + self.full.detect(image_bgr), self.MERGE_IOU)
@@ -171,8 +253,6 @@ class StillImageDetector:
 def merge_detections(faces: list[Detection], iou_threshold: float) -> list[Detection]:
     """Greedy non-maximum suppression across detectors; the result is in reading order (left to
     right), so tables and track IDs of a still image follow the picture."""
-    from .tracker import iou
-
     kept: list[Detection] = []
     for face in sorted(faces, key=lambda f: f.score, reverse=True):
         if all(iou(face.box, k.box) < iou_threshold for k in kept):

@@ -48,6 +48,7 @@ class Config:
     max_frames: int | None = None
     model: Path = GENDER_MODEL
     detector: str = "auto"  # auto | short | full | PATH
+    detector_backend: str = "auto"  # auto | mediapipe | litert (realtime.face_detector)
     min_face_score: float = 0.5
     threads: int = 2
     mode: str = "auto"  # auto | sync | async
@@ -207,13 +208,15 @@ def build_pipeline(config: Config, source: Source) -> FacePipeline:
     stills = source.kind in ("folder", "image")
     name = choose_detector(config.detector, source)
     if stills and config.detector == "auto":
-        detector: FaceDetector | StillImageDetector = StillImageDetector(config.min_face_score)
+        detector: FaceDetector | StillImageDetector = StillImageDetector(config.min_face_score,
+                                                                         backend=config.detector_backend)
     else:
-        detector = FaceDetector(name, mode="image" if stills else "video", min_score=config.min_face_score)
+        detector = FaceDetector(name, mode="image" if stills else "video", min_score=config.min_face_score,
+                                backend=config.detector_backend)
     asynchronous = config.mode == "async" or (config.mode == "auto" and source.live)
     policy = CachePolicy(every_frame=config.classify_every_frame, max_age_s=config.max_age_s)
-    log.info("detector %s, classifier %s (%d px, %s), %s classification", name if not stills or
-             config.detector != "auto" else "short+full (stills)", Path(config.model).name,
+    log.info("detector %s on %s, classifier %s (%d px, %s), %s classification", name if not stills or
+             config.detector != "auto" else "short+full (stills)", detector.backend, Path(config.model).name,
              classifier.input_size, classifier.input_dtype.name, "background" if asynchronous else "in-line")
     return FacePipeline(detector, classifier, policy, asynchronous)
 

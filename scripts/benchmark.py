@@ -214,6 +214,7 @@ def rss_trend(samples: Sequence[tuple[float, float]], after_s: float) -> dict[st
 # --- one configuration, in this process -----------------------------------------------------------
 def measure(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     """Run the pipeline once (``--frames`` frames, or ``--soak`` seconds) and report."""
+    from realtime.face_detector import resolve_backend
     from realtime.pipeline import Config, choose_detector, run
     from realtime.sources import open_source
 
@@ -221,7 +222,8 @@ def measure(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     source = open_source(args.source)  # not opened: only to name the detector `auto` picks
     soak = args.soak is not None
     config = Config(source=args.source, display=False, model=args.model, detector=args.detector,
-                    threads=args.threads, mode=setup.mode, classify_every_frame=setup.every_frame,
+                    detector_backend=args.detector_backend, threads=args.threads, mode=setup.mode,
+                    classify_every_frame=setup.every_frame,
                     max_age_s=args.max_age, progress=not args.no_progress,
                     loop=args.loop or soak, max_frames=None if soak else args.frames, contact_sheet=False)
     interval = (args.interval or min(30.0, max(1.0, args.soak / 20.0))) if soak else None
@@ -249,6 +251,7 @@ def measure(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
         "model": str(args.model),
         "model_info": info,
         "detector": choose_detector(args.detector, source),
+        "detector_backend": resolve_backend(args.detector_backend),
         "threads": args.threads,
         "max_age_s": args.max_age,
         "cpu": cpu_info(),
@@ -272,7 +275,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             out = Path(tmp) / f"{setup.label}.json"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--source", args.source,
                    "--frames", str(args.frames), "--threads", str(args.threads), "--model", str(args.model),
-                   "--detector", args.detector, "--max-age", str(args.max_age), f"--{mode}",
+                   "--detector", args.detector, "--detector-backend", args.detector_backend,
+                   "--max-age", str(args.max_age), f"--{mode}",
                    "--json", str(out)]
             cmd += ["--classify-every-frame"] if every else []
             cmd += ["--loop"] if args.loop else []
@@ -356,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=GENDER_MODEL,
                    help=f"gender model (default {GENDER_MODEL.relative_to(REPO_ROOT)})")
     p.add_argument("--detector", default="auto", help="auto, short, full or a .tflite path (default auto)")
+    p.add_argument("--detector-backend", choices=("auto", "mediapipe", "litert"), default="auto",
+                   help="where BlazeFace runs (default auto = litert)")
     p.add_argument("--threads", type=positive_int, default=2, help="classifier threads (default 2)")
     p.add_argument("--max-age", type=positive_float, default=2.0, metavar="SECONDS",
                    help="re-classify a tracked face after this long (default 2.0)")
@@ -405,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu = report["cpu"]
     print(f"{cpu['name']}, {cpu['cores']} cores ({', '.join(cpu['flags']) or 'no SIMD flags found'}); "
           f"model {Path(report['model']).name} {report['model_info']['input_size']} px, "
-          f"detector {report['detector']}, {report['threads']} threads; source {report['source']}\n")
+          f"detector {report['detector']} on {report['detector_backend']}, {report['threads']} threads; "
+          f"source {report['source']}\n")
     print(table(report.get("compare", [report])))
     if "soak" in report:
         print("\n" + soak_table(report))

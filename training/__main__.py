@@ -36,7 +36,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     if not items:
         raise UserError("nothing to prepare: give --utkface DIR and/or --folder DIR")
-    report = prepare(items, Path(args.out), size=args.size, margin=args.margin, extra_report=extra)
+    report = prepare(items, Path(args.out), size=args.size, margin=args.margin, extra_report=extra,
+                     context=args.context)
     log.info("prepared %s", json.dumps({k: v for k, v in report.items() if k != "skipped_examples"}))
     return 0
 
@@ -49,6 +50,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, frozen_epochs=args.frozen_epochs,
         min_age=args.min_age, mask_prob=args.mask_prob, mask_templates=args.mask_templates,
         seed=args.seed, max_steps=args.max_steps, val_limit=args.val_limit, face_region=args.face_region,
+        age_head=args.age_head, age_weight=args.age_weight, child_gender_weight=args.child_gender_weight,
+        lr_schedule=args.lr_schedule, patience=args.patience,
     )
     state = train(cfg, resume=args.resume)
     log.info("training done: best val score %.4f at epoch %s", state["best_val_acc"], state["best_epoch"])
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="cache folder to write")
     p.add_argument("--size", type=int, default=128, help="crop size in px (default 128)")
     p.add_argument("--margin", type=float, default=None, help="crop margin (default: realtime's)")
+    p.add_argument("--context", type=float, default=1.5,
+                   help="cache windows this many times wider than the runtime crop, so training "
+                        "can re-frame faces looser and tighter (default 1.5; 1.0 = runtime crop only)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images (for trials)")
     p.set_defaults(func=_cmd_prepare)
 
@@ -104,7 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="peak Adam learning rate (cosine decay)")
     p.add_argument("--frozen-epochs", type=int, default=2,
                    help="epochs with a frozen base when weights are pretrained (default 2)")
-    p.add_argument("--min-age", type=int, default=13, help="train on people this old or older")
+    p.add_argument("--min-age", type=int, default=13,
+                   help="adults from this age: gender is validated on them, and without the age head "
+                        "training uses only them (default 13)")
+    p.add_argument("--age-head", action="store_true",
+                   help="add the apparent-age output and train on all ages (children's gender loss "
+                        "weighted by --child-gender-weight)")
+    p.add_argument("--age-weight", type=float, default=0.03,
+                   help="weight of the age loss (Huber, years) against the gender loss (default 0.03)")
+    p.add_argument("--child-gender-weight", type=float, default=0.3,
+                   help="gender loss weight of faces under --min-age with the age head (default 0.3)")
+    p.add_argument("--lr-schedule", choices=("cosine", "plateau"), default="cosine",
+                   help="cosine decay over the schedule, or plateau: halve the rate after every 2 "
+                        "epochs without a better validation score (default cosine)")
+    p.add_argument("--patience", type=int, default=0,
+                   help="stop when validation has not improved for this many epochs (default 0: never)")
     p.add_argument("--mask-prob", type=float, default=0.4, help="share of training crops masked")
     p.add_argument("--mask-templates", help="MaskTheFace templates folder (masks.cfg, templates/)")
     p.add_argument("--seed", type=int, default=1)

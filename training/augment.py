@@ -15,8 +15,11 @@ class AugmentConfig:
     mask_prob: float = 0.4
     flip_prob: float = 0.5
     max_rotation_deg: float = 10.0
-    scale_range: tuple[float, float] = (0.9, 1.12)
-    max_shift: float = 0.06
+    # Framing: the view's side relative to the runtime crop (log-uniform; >1 is looser), and its
+    # centre's shift as a share of the view. Other detectors, odd webcam angles and hand-made
+    # crops frame faces well beyond BlazeFace's own jitter, so the range is wide.
+    scale_range: tuple[float, float] = (0.8, 1.35)
+    max_shift: float = 0.08
     colour_prob: float = 0.8
     gray_prob: float = 0.08
     blur_prob: float = 0.2
@@ -26,19 +29,33 @@ class AugmentConfig:
 
 
 
+def framing_matrix(window: int, context: float, out: int, scale: float, shift: tuple[float, float],
+                   angle: float) -> np.ndarray:
+    """Affine map from a cached window (``window`` px, ``context`` x the runtime crop) to an
+    ``out`` px view whose side is ``scale`` x the runtime crop, centred ``shift`` (share of the
+    view) from the window's centre, rotated by ``angle`` degrees."""
+    view = window / context * scale
+    cx = window / 2.0 + shift[0] * view
+    cy = window / 2.0 + shift[1] * view
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, out / view)
+    matrix[:, 2] += (out / 2.0 - cx, out / 2.0 - cy)
+    return matrix
+
+
 def augment(crop: np.ndarray, points: np.ndarray | None, rng: np.random.Generator,
-            cfg: AugmentConfig, templates: list[Template] | None = None) -> np.ndarray:
-    """One random view of ``crop``; output has the same size and dtype."""
+            cfg: AugmentConfig, templates: list[Template] | None = None, context: float = 1.0
+            ) -> np.ndarray:
+    """One random view of a cached window ``crop`` (``context`` x the runtime crop, landmarks
+    ``points`` normalised to it); the output is the runtime crop's size, uint8."""
     img = crop
-    size = img.shape[0]
+    size = int(round(img.shape[0] / context))
     if cfg.mask_prob and has_landmarks(points) and rng.random() < cfg.mask_prob:
         img = add_mask(img, points, rng, templates)
-    # Geometry: one affine warp for rotation, scale (box-size jitter) and shift (box-centre jitter).
+    # Geometry: one affine warp for rotation, framing scale and framing shift.
     angle = rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)
-    scale = rng.uniform(*cfg.scale_range)
-    tx, ty = rng.uniform(-cfg.max_shift, cfg.max_shift, 2) * size
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
-    matrix[:, 2] += (tx, ty)
+    scale = float(np.exp(rng.uniform(*np.log(cfg.scale_range))))
+    shift = tuple(rng.uniform(-cfg.max_shift, cfg.max_shift, 2))
+    matrix = framing_matrix(img.shape[0], context, size, scale, shift, angle)
     img = cv2.warpAffine(img, matrix, (size, size), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
     if rng.random() < cfg.flip_prob:

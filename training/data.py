@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from realtime.crop import DEFAULT_MARGIN, crop_face
+from realtime.crop import DEFAULT_MARGIN, crop_face, resize_square
 from realtime.errors import UserError
 from realtime.face_detector import FaceDetector
 from realtime.sources import IMAGE_EXTENSIONS, read_image
@@ -101,11 +101,21 @@ def utkface_items(root: Path) -> tuple[list[Item], dict[str, int]]:
     return items, dict(dropped)
 
 
+def context_margin(margin: float, context: float) -> float:
+    """The crop margin of a window ``context`` times as wide as the runtime crop of ``margin``."""
+    return (1.0 + margin) * context - 1.0
+
+
 def crops_from_items(
     items: list[Item], size: int, margin: float = DEFAULT_MARGIN, pad: float = PAD_FRACTION,
-    with_landmarks: bool = True,
+    with_landmarks: bool = True, context: float = 1.0,
 ) -> Iterator[tuple[Item, np.ndarray | None, np.ndarray | None, float, str]]:
-    """Yield ``(item, crop, landmarks, det_score, skip_reason)``; crop is None when skipped."""
+    """Yield ``(item, crop, landmarks, det_score, skip_reason)``; crop is None when skipped.
+
+    ``context`` > 1 cuts a window that many times wider than the runtime crop (same centre), so
+    training can re-frame faces looser and tighter than the detector's box (see :meth:`Cache.view`).
+    """
+    margin = context_margin(margin, context)
     landmarker = FaceLandmarks() if with_landmarks else None
     with FaceDetector("short", mode="image", min_score=0.5) as detector:
         for item in items:
@@ -134,15 +144,20 @@ def crops_from_items(
 
 def prepare(
     items: list[Item], out: Path, size: int = 128, margin: float = DEFAULT_MARGIN,
-    extra_report: dict | None = None,
+    extra_report: dict | None = None, context: float = 1.0,
 ) -> dict:
-    """Detect, crop and cache ``items`` into ``out``; returns the report (also saved)."""
+    """Detect, crop and cache ``items`` into ``out``; returns the report (also saved).
+
+    ``size`` is the side of the runtime crop inside each cached window; the cached window is
+    ``round(size * context)`` px and holds ``context`` times the runtime crop's width.
+    """
     out.mkdir(parents=True, exist_ok=True)
     crops, marks, records = [], [], []
     skipped: Counter[str] = Counter()
     skipped_examples: dict[str, list[str]] = {}
     for item, crop, points, score, reason in tqdm(
-        crops_from_items(items, size, margin), total=len(items), desc="prepare", unit="img"
+        crops_from_items(items, int(round(size * context)), margin, context=context), total=len(items),
+        desc="prepare", unit="img"
     ):
         if crop is None:
             skipped[reason] += 1
@@ -171,6 +186,7 @@ def prepare(
         "landmarks_found": int(sum(not np.isnan(m[0, 0]) for m in marks)),
         "crop_size": size,
         "crop_margin": margin,
+        "crop_context": context,
         "split_sizes": dict(Counter(r.split for r in records)),
         **(extra_report or {}),
     }
@@ -195,11 +211,34 @@ def write_meta(path: Path, records: list[Record]) -> None:
 
 @dataclass
 class Cache:
-    """A prepared cache loaded into memory."""
+    """A prepared cache loaded into memory.
+
+    ``crops`` are windows ``context`` times as wide as the runtime crop (1.0 in older caches);
+    ``landmarks`` are normalised to those windows. :meth:`view` cuts the runtime crop (or a looser
+    or tighter one) out of a window.
+    """
 
     crops: np.ndarray
     landmarks: np.ndarray
     meta: list[dict[str, str]]
+    context: float = 1.0
+
+    @property
+    def crop_size(self) -> int:
+        """Side in px of the runtime crop inside a cached window."""
+        return int(round(self.crops.shape[1] / self.context))
+
+    def view(self, idx: int, scale: float = 1.0, window: np.ndarray | None = None) -> np.ndarray:
+        """The centred square crop ``scale`` times the runtime crop (1.0 = exactly the runtime
+        crop, 1.2 = 20 % looser), at :attr:`crop_size` px. ``window`` replaces the cached window
+        (e.g. a masked copy of it)."""
+        return centre_view(np.asarray(self.crops[idx]) if window is None else window,
+                           self.context, scale, self.crop_size)
+
+    def ages(self) -> np.ndarray:
+        """Age in years per crop (NaN when unknown)."""
+        return np.array([float(r["age"]) if r.get("age") not in ("", None) else np.nan for r in self.meta],
+                        dtype=np.float32)
 
     def indices(self, split: str, min_age: int | None = None, max_age: int | None = None
                 ) -> np.ndarray:
@@ -227,4 +266,31 @@ def load_cache(path: Path, mmap: bool = True) -> Cache:
     with (path / "meta.csv").open(newline="") as fh:
         meta = list(csv.DictReader(fh))
     mode = "r" if mmap else None
-    return Cache(np.load(path / "crops.npy", mmap_mode=mode), np.load(path / "landmarks.npy", mmap_mode=mode), meta)
+    context = 1.0
+    report = path / "report.json"
+    if report.is_file():
+        try:
+            context = float(json.loads(report.read_text()).get("crop_context", 1.0))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UserError(f"{report}: not a valid cache report ({exc})") from exc
+        if not 1.0 <= context <= 4.0:
+            raise UserError(f"{report}: crop_context {context} is outside 1..4")
+    return Cache(np.load(path / "crops.npy", mmap_mode=mode), np.load(path / "landmarks.npy", mmap_mode=mode),
+                 meta, context)
+
+
+def centre_view(window: np.ndarray, context: float, scale: float, size: int) -> np.ndarray:
+    """A centred square of ``scale / context`` of ``window``'s side (edges repeated where it
+    reaches past the window), resized to ``size`` px with the runtime's resize."""
+    side = window.shape[0]
+    crop_side = side * scale / context
+    if abs(crop_side - side) < 0.5:
+        return resize_square(window, size)
+    c = side / 2.0
+    x0 = int(round(c - crop_side / 2.0))
+    s = max(1, int(round(crop_side)))
+    if x0 >= 0 and x0 + s <= side:
+        return resize_square(window[x0:x0 + s, x0:x0 + s], size)
+    p = max(0, -x0, x0 + s - side)
+    padded = cv2.copyMakeBorder(window, p, p, p, p, cv2.BORDER_REPLICATE)
+    return resize_square(padded[x0 + p:x0 + p + s, x0 + p:x0 + p + s], size)

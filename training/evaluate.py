@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from realtime.classifier import UNCERTAIN, GenderClassifier
 from realtime.crop import Box, largest_box
+from realtime.detection import BACKENDS
 from realtime.errors import UserError
 from realtime.face_detector import FaceDetector, StillImageDetector
 from realtime.sources import read_image
@@ -86,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", choices=("auto", "short", "full"), default="auto",
                         help="auto: the runtime's still-image detector (short- and full-range merged, "
                              "padded retry; default), or one model")
+    parser.add_argument("--detector-backend", choices=BACKENDS, default="auto",
+                        help="where BlazeFace runs: litert or mediapipe; auto = litert (default auto)")
     parser.add_argument("--labels", help="CSV with file,age,gender,race: age and race for the by-group "
                                          "table (default: from UTKFace-style file names); the true "
                                          "gender always comes from the folder")
@@ -340,7 +343,8 @@ def write_outputs(report: dict, p: np.ndarray, path: Path) -> None:
 
 # -- CLI -----------------------------------------------------------------------------------------
 def evaluate(model: Path, data: Path, crops: bool = False, detector: str = "auto",
-             labels: Path | None = None, batch_size: int = 16, threads: int = 2) -> tuple[dict, np.ndarray]:
+             labels: Path | None = None, batch_size: int = 16, threads: int = 2,
+             detector_backend: str = "auto") -> tuple[dict, np.ndarray]:
     """Classify every image under ``data``; returns the report and the ``p_female`` values."""
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -350,7 +354,8 @@ def evaluate(model: Path, data: Path, crops: bool = False, detector: str = "auto
     if crops:
         results = classify_all(items, clf, None, label_map, batch_size)
     else:
-        det = StillImageDetector() if detector == "auto" else FaceDetector(detector, mode="image")
+        det = (StillImageDetector(backend=detector_backend) if detector == "auto"
+               else FaceDetector(detector, mode="image", backend=detector_backend))
         with det:
             results = classify_all(items, clf, det, label_map, batch_size)
     if not results.faces:
@@ -365,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
     report_path = Path(args.report)
     report, p = evaluate(Path(args.model), Path(args.data), crops=args.crops, detector=args.detector,
                          labels=Path(args.labels) if args.labels else None, batch_size=args.batch_size,
-                         threads=args.threads)
+                         threads=args.threads, detector_backend=args.detector_backend)
     write_outputs(report, p, report_path)
     log.info("evaluated %d faces (%d without a detected face, %d unreadable): accuracy %.4f, balanced "
              "%.4f, uncertain %.3f, %.1f ms/face; report %s", report["n"], report["no_face"],

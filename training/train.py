@@ -25,7 +25,7 @@ from realtime.errors import UserError
 from .augment import AugmentConfig, augment, masked_copy
 from .data import Cache, load_cache
 from .masks import Template, load_templates
-from .model import base_model, build_model
+from .model import base_model, build_model, has_age_head
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,13 @@ class TrainConfig:
     lr: float = 1e-4
     min_lr_ratio: float = 0.05
     frozen_epochs: int = 2  # phase 1 (frozen base) when weights are pretrained
-    min_age: int = 13
+    min_age: int = 13  # gender is validated on people this old or older
+    train_min_age: int | None = None  # None: min_age without the age head, all ages with it
+    age_head: bool = False
+    age_weight: float = 0.03  # loss weight of the age Huber loss (years) against gender BCE
+    child_gender_weight: float = 0.3  # gender loss weight of faces under min_age (age head runs)
+    lr_schedule: str = "cosine"  # cosine over the schedule, or plateau: halve lr after 2 flat epochs
+    patience: int = 0  # >0: stop when the validation score has not improved for this many epochs
     mask_prob: float = 0.4
     mask_templates: str | None = None
     seed: int = 1
@@ -61,11 +67,15 @@ def parse_schedule(text: str) -> list[tuple[int, int]]:
 
 
 class CropSequence(keras.utils.PyDataset):
-    """Batches of augmented crops at one input size, reshuffled each epoch, class-balanced."""
+    """Batches of augmented crops at one input size, reshuffled each epoch, class-balanced.
+
+    With ``age_head`` the targets are ``{"p_female", "age"}``; faces under ``adult_age`` weigh
+    ``child_weight`` in the gender loss (children's faces carry little gender signal)."""
 
     def __init__(self, cache: Cache, indices: np.ndarray, size: int, batch_size: int,
                  cfg: AugmentConfig, templates: list[Template], seed: int, max_steps: int = 0,
-                 region: str = "full"):
+                 region: str = "full", age_head: bool = False, adult_age: int = 13,
+                 child_weight: float = 1.0):
         super().__init__()
         self.cache, self.size, self.batch_size, self.cfg = cache, size, batch_size, cfg
         self.templates = templates
@@ -74,6 +84,13 @@ class CropSequence(keras.utils.PyDataset):
         counts = np.bincount(labels, minlength=2).astype(np.float64)
         self.weights = (len(labels) / (2 * np.maximum(counts, 1)))[labels].astype(np.float32)
         self.labels = labels.astype(np.float32)
+        self.age_head = age_head
+        ages = cache.ages()[indices]
+        self.ages = np.nan_to_num(ages, nan=0.0).astype(np.float32)
+        self.age_weights = np.isfinite(ages).astype(np.float32)
+        if age_head:
+            child = np.nan_to_num(ages, nan=99) < adult_age
+            self.weights = self.weights * np.where(child, child_weight, 1.0).astype(np.float32)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(indices))
         self.max_steps = max_steps
@@ -94,21 +111,37 @@ class CropSequence(keras.utils.PyDataset):
             idx = self.indices[p]
             crop = augment(np.asarray(self.cache.crops[idx]),
                            np.asarray(self.cache.landmarks[idx], np.float32), rng, self.cfg,
-                           self.templates)
+                           self.templates, self.cache.context)
             batch[k] = apply_region(resize_square(crop, self.size), self.region)
-        return batch, self.labels[pos], self.weights[pos]
+        if not self.age_head:
+            return batch, self.labels[pos], self.weights[pos]
+        return (batch, {"p_female": self.labels[pos], "age": self.ages[pos]},
+                {"p_female": self.weights[pos], "age": self.age_weights[pos]})
 
 
 def eval_arrays(cache: Cache, indices: np.ndarray, size: int, masked: bool,
-                templates: list[Template] | None = None, region: str = "full") -> np.ndarray:
-    """Validation/test inputs at ``size``, optionally with a deterministic mask per image."""
+                templates: list[Template] | None = None, region: str = "full", scale: float = 1.0
+                ) -> np.ndarray:
+    """Validation/test inputs at ``size``, optionally with a deterministic mask per image.
+
+    ``scale`` re-frames each face: 1.0 is the runtime crop, 1.2 a crop 20 % looser, 0.85 one
+    15 % tighter (the cache must hold the context: ``prepare --context``)."""
     out = np.empty((len(indices), size, size, 3), np.float32)
     for k, idx in enumerate(indices):
-        crop = np.asarray(cache.crops[idx])
+        window = np.asarray(cache.crops[idx])
         if masked:
-            crop = masked_copy(crop, np.asarray(cache.landmarks[idx], np.float32), int(idx), templates)
-        out[k] = apply_region(resize_square(crop, size), region)
+            window = masked_copy(window, np.asarray(cache.landmarks[idx], np.float32), int(idx), templates)
+        out[k] = apply_region(resize_square(cache.view(int(idx), scale, window), size), region)
     return out
+
+
+def predict_outputs(model: keras.Model, x: np.ndarray, batch_size: int = 64
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(p_female, age)`` of a Keras model of ours (age is None without the age head)."""
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    if isinstance(out, dict):
+        return np.asarray(out["p_female"]).reshape(-1), np.asarray(out["age"]).reshape(-1)
+    return np.asarray(out).reshape(-1), None
 
 
 def balanced_accuracy(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
@@ -136,13 +169,21 @@ class Trainer:
         self.run.mkdir(parents=True, exist_ok=True)
         self.cache = load_cache(Path(cfg.data))
         self.templates = load_templates(Path(cfg.mask_templates)) if cfg.mask_templates else []
-        self.train_idx = self.cache.indices("train", min_age=cfg.min_age)
-        self.val_idx = self.cache.indices("val", min_age=cfg.min_age)
+        train_min_age = cfg.train_min_age
+        if train_min_age is None:
+            train_min_age = 0 if cfg.age_head else cfg.min_age
+        self.train_idx = self.cache.indices("train", min_age=train_min_age)
+        self.val_idx = self.cache.indices("val", min_age=0 if cfg.age_head else cfg.min_age)
         if cfg.val_limit:
             self.val_idx = self.val_idx[: cfg.val_limit]
         if len(self.train_idx) == 0 or len(self.val_idx) == 0:
             raise UserError(f"{cfg.data}: the train or val split is empty")
+        if cfg.age_head and not np.isfinite(self.cache.ages()[self.train_idx]).any():
+            raise UserError(f"{cfg.data}: the age head needs ages, and this cache has none")
         self.y_val = self.cache.labels()[self.val_idx]
+        ages = self.cache.ages()[self.val_idx]
+        self.age_val = ages
+        self.val_adult = ~(np.nan_to_num(ages, nan=99) < cfg.min_age)
         self._val_cache: dict[tuple[int, bool], np.ndarray] = {}
         self.state = self._load_state()
         self.total_epochs = sum(e for _, e in cfg.schedule)
@@ -152,8 +193,16 @@ class Trainer:
     def _load_state(self) -> dict:
         path = self.run / "state.json"
         if path.is_file():
-            return json.loads(path.read_text())
-        return {"epochs_done": 0, "best_val_acc": -1.0, "best_epoch": -1}
+            try:
+                state = json.loads(path.read_text())
+                int(state["epochs_done"]), float(state["best_val_acc"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{path}: not a valid training state ({exc})") from exc
+            return state
+        return self._new_state()
+
+    def _new_state(self) -> dict:
+        return {"epochs_done": 0, "best_val_acc": -1.0, "best_epoch": -1, "lr": self.cfg.lr, "flat_epochs": 0}
 
     def _save_state(self) -> None:
         self.state["config"] = asdict(self.cfg)
@@ -163,7 +212,10 @@ class Trainer:
 
     # -- schedule -------------------------------------------------------------------------
     def lr_at(self, epoch: int) -> float:
-        """Cosine decay over the whole schedule, per epoch (so resume picks the same value)."""
+        """Cosine decay over the whole schedule, per epoch (so resume picks the same value); with
+        the plateau schedule, the current rate from the state."""
+        if self.cfg.lr_schedule == "plateau":
+            return float(self.state.get("lr", self.cfg.lr))
         t = epoch / max(1, self.total_epochs - 1)
         floor = self.cfg.lr * self.cfg.min_lr_ratio
         return floor + 0.5 * (self.cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
@@ -180,9 +232,9 @@ class Trainer:
         else:
             if resume:
                 log.warning("no checkpoint in %s; starting a new run", self.run)
-            self.state = {"epochs_done": 0, "best_val_acc": -1.0, "best_epoch": -1}
+            self.state = self._new_state()
             (self.run / "history.csv").unlink(missing_ok=True)
-            model = build_model(self.cfg.weights)
+            model = build_model(self.cfg.weights, age_head=self.cfg.age_head)
             self._compile(model, self.lr_at(0), trainable_base=not self.pretrained())
         aug = AugmentConfig(mask_prob=self.cfg.mask_prob)
         start = 0
@@ -196,8 +248,12 @@ class Trainer:
             log.info("training at %d px, epochs %d..%d of %d", size, first + 1, end, self.total_epochs)
             seq = CropSequence(self.cache, self.train_idx, size, self.cfg.batch_size, aug,
                                self.templates, seed=self.cfg.seed * 1000 + first, max_steps=self.cfg.max_steps,
-                               region=self.cfg.face_region)
+                               region=self.cfg.face_region, age_head=self.cfg.age_head,
+                               adult_age=self.cfg.min_age, child_weight=self.cfg.child_gender_weight)
             for epoch in range(first, end):
+                if self.state.get("stopped"):
+                    log.info("validation stopped improving: %s", self.state["stopped"])
+                    return self.state
                 frozen = self.pretrained() and epoch < self.cfg.frozen_epochs
                 lr = self.lr_at(epoch)
                 self._set_phase(model, frozen, lr)
@@ -209,9 +265,16 @@ class Trainer:
 
     def _compile(self, model: keras.Model, lr: float, trainable_base: bool) -> None:
         base_model(model).trainable = trainable_base
+        gender_loss = keras.losses.BinaryCrossentropy(label_smoothing=0.05)
+        if not has_age_head(model):
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=gender_loss,
+                          metrics=[keras.metrics.BinaryAccuracy(name="acc")])
+            return
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
-                      loss=keras.losses.BinaryCrossentropy(label_smoothing=0.05),
-                      metrics=[keras.metrics.BinaryAccuracy(name="acc")])
+                      loss={"p_female": gender_loss, "age": keras.losses.Huber(delta=5.0)},
+                      loss_weights={"p_female": 1.0, "age": self.cfg.age_weight},
+                      metrics={"p_female": [keras.metrics.BinaryAccuracy(name="acc")],
+                               "age": [keras.metrics.MeanAbsoluteError(name="mae")]})
 
     def _set_phase(self, model: keras.Model, frozen: bool, lr: float) -> None:
         base = base_model(model)
@@ -228,16 +291,24 @@ class Trainer:
                 self._val_cache = {k: v for k, v in self._val_cache.items() if k[0] == size}
                 self._val_cache[key] = eval_arrays(self.cache, self.val_idx, size, masked, self.templates,
                                                    self.cfg.face_region)
-            p = model.predict(self._val_cache[key], batch_size=64, verbose=0).reshape(-1)
-            acc, rf, rm = balanced_accuracy(self.y_val, p)
+            p, age = predict_outputs(model, self._val_cache[key])
+            adult = self.val_adult
+            acc, rf, rm = balanced_accuracy(self.y_val[adult], p[adult])
             tag = "val_masked" if masked else "val"
             out[f"{tag}_acc"], out[f"{tag}_recall_f"], out[f"{tag}_recall_m"] = acc, rf, rm
+            if age is not None:
+                known = np.isfinite(self.age_val)
+                out[f"{tag}_age_mae"] = float(np.abs(age[known] - self.age_val[known]).mean())
+                child = ~adult & known
+                if child.any():  # how well the age gate would work at 13 years
+                    out[f"{tag}_child_gated"] = float((age[child] < self.cfg.min_age).mean())
+                    out[f"{tag}_adult_gated"] = float((age[adult & known] < self.cfg.min_age).mean())
         return out
 
     def end_epoch(self, model: keras.Model, epoch: int, size: int, logs: dict) -> None:
         metrics = self.validate(model, size)
         row = {"epoch": epoch + 1, "size": size, "lr": self.lr_at(epoch),
-               "loss": logs.get("loss"), "acc": logs.get("acc"), **metrics,
+               "loss": logs.get("loss"), "acc": logs.get("acc", logs.get("p_female_acc")), **metrics,
                "seconds": round(time.time() - self.epoch_started, 1)}
         _append_csv(self.run / "history.csv", row)
         score = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2
@@ -246,8 +317,18 @@ class Trainer:
         if score > self.state["best_val_acc"]:
             self.state["best_val_acc"], self.state["best_epoch"] = score, epoch + 1
             self.state["best_size"] = size
+            self.state["flat_epochs"] = 0
             model.save(self.run / "best.partial.keras")
             (self.run / "best.partial.keras").replace(self.run / "best.keras")
+        else:
+            self.state["flat_epochs"] = self.state.get("flat_epochs", 0) + 1
+            if self.cfg.lr_schedule == "plateau" and self.state["flat_epochs"] % 2 == 0:
+                self.state["lr"] = max(self.cfg.lr * self.cfg.min_lr_ratio, self.lr_at(epoch) / 2)
+                model.optimizer.learning_rate.assign(self.state["lr"])
+            if self.cfg.patience and self.state["flat_epochs"] >= self.cfg.patience:
+                self.state["stopped"] = (
+                    f"no better validation score for {self.state['flat_epochs']} epochs "
+                    f"(best {self.state['best_val_acc']:.4f} at epoch {self.state['best_epoch']})")
         self.state["epochs_done"] = epoch + 1
         self._save_state()
         plot_history(self.run / "history.csv", self.run / "curves.png")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..__main__ import setup_logging
+from ..detection import BACKENDS
 from ..errors import UserError
 from ..paths import GENDER_MODEL
 
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-minutes", type=_positive(float), default=15.0,
                    help="finished video results are deleted after this long (default 15)")
     p.add_argument("--threads", type=_positive(int), default=2, help="interpreter threads (default 2)")
+    p.add_argument("--detector-backend", choices=BACKENDS, default="auto",
+                   help="where BlazeFace runs: litert or mediapipe; auto = litert (default auto)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and one line per request")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return p
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                     "http://localhost or https pages", args.host, args.port)
     settings = Settings(model=args.model, max_upload_mb=args.max_upload_mb,
                         max_video_seconds=args.max_video_seconds, keep_minutes=args.keep_minutes,
-                        threads=args.threads, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+                        threads=args.threads, detector_backend=args.detector_backend,
+                        allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     try:
         if not args.model.is_file():
             raise UserError(f"gender model not found: {args.model} (export one with `python -m training "

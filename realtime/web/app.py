@@ -88,6 +88,7 @@ class Settings:
     max_video_seconds: float = 120.0
     keep_minutes: float = 15.0  # finished video results are deleted this long after the job ends
     threads: int = 2
+    detector_backend: str = "auto"  # auto | mediapipe | litert
     max_live_sessions: int = 4
     max_image_megapixels: float = 50.0  # decoded size guard: a small PNG can hold a huge image
     allowed_hosts: frozenset[str] | None = None  # Host header names accepted (None: any)
@@ -221,7 +222,7 @@ class StillImages:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         config = Config(source="upload.jpg", model=settings.model, threads=settings.threads,
-                        display=False, progress=False)
+                        detector_backend=settings.detector_backend, display=False, progress=False)
         # An image source that is never opened: build_pipeline picks the still-image detector for it.
         self.pipeline: FacePipeline = build_pipeline(config, ImageFileSource(Path("upload.jpg")))
         self.lock = threading.Lock()
@@ -373,7 +374,8 @@ class VideoJobs:
         started = time.monotonic()
         config = Config(source=str(job.input), output=job.output, jsonl=job.jsonl, display=False,
                         max_frames=job.max_frames, model=self.settings.model, threads=self.settings.threads,
-                        mode="sync", progress=False, contact_sheet=False, video_codec=self.format.fourcc)
+                        detector_backend=self.settings.detector_backend, mode="sync", progress=False,
+                        contact_sheet=False, video_codec=self.format.fourcc)
 
         def progress(done: int, total: int | None) -> bool:
             job.frames = done
@@ -492,7 +494,8 @@ class LiveSession:
     """One pipeline per WebSocket connection, so tracking and per-track smoothing work."""
 
     def __init__(self, settings: Settings) -> None:
-        config = Config(source="browser", model=settings.model, threads=settings.threads, display=False,
+        config = Config(source="browser", model=settings.model, threads=settings.threads,
+                        detector_backend=settings.detector_backend, display=False,
                         progress=False)
         self.pipeline = build_pipeline(config, BrowserCamera("browser"))
         self.start = time.monotonic()
