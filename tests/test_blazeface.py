@@ -142,7 +142,7 @@ def test_litert_detector_no_face_and_tiny_frames() -> None:
 
 
 def test_wrong_model_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="not a BlazeFace model|cannot load"):
+    with pytest.raises(ModelError, match=r"not a BlazeFace model|cannot load"):
         bf.BlazeFaceLiteRT(DETECTOR_MODELS["short"].parent / "face_landmark.tflite")
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"not a model")
@@ -186,7 +186,7 @@ def test_auto_uses_litert_on_a_pi4_and_says_so_once(cpuinfo, mediapipe_present, 
 
 
 def test_forced_mediapipe_on_a_pi4_is_one_clear_error(cpuinfo, mediapipe_present) -> None:
-    with pytest.raises(UserError, match="cannot run here: .*atomics.*--detector-backend litert"):
+    with pytest.raises(UserError, match=r"cannot run here: .*atomics.*--detector-backend litert"):
         fd.resolve_backend("mediapipe", "aarch64", cpuinfo(ARM_CPUINFO))
     assert fd.resolve_backend("mediapipe", "aarch64", cpuinfo(ARM_LSE_CPUINFO)) == "mediapipe"
 

@@ -1,11 +1,10 @@
 """Parity of the two detector backends: BlazeFace on LiteRT (ours) and MediaPipe Tasks.
 
 Both run the same model on the same frames. Our pre- and post-processing reproduce MediaPipe's,
-but not bit for bit: the letterbox resampling rounds differently, so raw scores differ by up to
-~0.02. A weighted-NMS cluster averages every anchor above the minimum score, so when anchors sit
-right at that threshold one backend can include an anchor that the other drops, moving the box a
-pixel or two. Measured on the demo clip: the same faces in every frame, scores within 0.02, mean
-IoU 0.96 (short) / 0.99 (full); the few pairs below IoU 0.9 are such threshold clusters.
+but not bit for bit: the letterbox resampling rounds differently, so raw scores differ a little.
+A weighted-NMS cluster averages every anchor above the minimum score, so when anchors sit right
+at that threshold one backend can include an anchor that the other drops, moving the box a pixel
+or two. The measured figures are in docs/detector.md (scripts/detector_report.py).
 """
 
 from __future__ import annotations

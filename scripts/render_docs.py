@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Put measured numbers into the docs: every figure comes from a JSON file under docs/measurements.
+
+A document holds generated blocks between two markers::
+
+    <!-- measured:NAME -->
+    ...generated, do not edit...
+    <!-- /measured:NAME -->
+
+``python scripts/render_docs.py`` rewrites every block from its JSON; ``--check`` only reports
+blocks that differ (``tests/test_docs_measured.py`` runs it, so a figure typed by hand, or a
+JSON updated without re-rendering, fails the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MEASURED = REPO_ROOT / "docs" / "measurements"
+DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- measured:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /measured:(?P=name) -->)", re.S)
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((MEASURED / name).read_text())
+
+
+def machine(report: dict[str, Any]) -> str:
+    cpu = report.get("cpu", {})
+    flags = ", ".join(cpu.get("flags", [])) or "no SIMD flags found"
+    return f"{cpu.get('name', 'unknown CPU')}, {cpu.get('cores', '?')} cores ({flags})"
+
+
+def detector_parity() -> str:
+    r = load("detector.json")
+    lines = [f"Measured by `python scripts/detector_report.py` on {machine(r)}; "
+             f"{r['frames']} frames of `{r['clip']}` ({r['frame_size'][0]} x {r['frame_size'][1]}) "
+             f"and {r['stills']} still images.", "",
+             "| model | faces (MediaPipe / LiteRT) | images with another count | matched pairs | IoU min | "
+             "IoU mean | pairs with IoU ≥ 0.9 | max score difference |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, e in r["models"].items():
+        p = e["parity"]
+        lines.append(f"| {model}-range | {p['faces']['mediapipe']} / {p['faces']['litert']} | "
+                     f"{p['images_with_other_count']} | {p['pairs']} | {p['iou_min']:.3f} | {p['iou_mean']:.3f} | "
+                     f"{p['share_iou_at_least_0_9']:.1%} | {p['score_diff_max']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def detector_speed() -> str:
+    r = load("detector.json")
+    lines = [f"Detector alone, ms per frame (median of 3 passes over `{r['clip']}`, "
+             f"{r['frame_size'][0]} x {r['frame_size'][1]}) on {machine(r)}:", "",
+             "| model | MediaPipe Tasks | LiteRT (ours) | speed-up |", "|---|---|---|---|"]
+    for model, e in r["models"].items():
+        lines.append(f"| {model}-range | {e['mediapipe']['ms_per_frame']:.2f} | {e['litert']['ms_per_frame']:.2f} | "
+                     f"{e['speedup']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def _benchmark_rows(report: dict[str, Any], backend: str) -> list[str]:
+    rows = []
+    for run in report.get("compare", [report]):
+        rows.append(f"| {backend} | {run['mode']} | {run['cache']} | {run['fps']:.1f} | {run['ms']['detect']:.2f} | "
+                    f"{run['ms']['classify']:.2f} | {run['ms']['total']:.2f} | {run['rss_mb']:.0f} |")
+    return rows
+
+
+def benchmark_backends() -> str:
+    before, after = load("benchmark_640x480_mediapipe.json"), load("benchmark_640x480_litert.json")
+    lines = [f"`python scripts/benchmark.py --source {after['source']} --compare --detector-backend "
+             f"mediapipe|litert` (one process per row, second run after install, so bytecode is compiled) "
+             f"on {machine(after)}; model `{Path(after['model']).name}` "
+             f"({after['model_info']['input_size']} px), detector {after['detector']}-range:", "",
+             "| backend | mode | cache | FPS | detect ms | classify ms | total ms | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|",
+             *_benchmark_rows(before, "mediapipe (before)"), *_benchmark_rows(after, "litert (now default)")]
+    return "\n".join(lines) + "\n"
+
+
+def soak() -> str:
+    r = load("soak_demo_litert.json")
+    s = r["soak"]
+    slope = s.get("rss_slope_mb_per_min")
+    return (f"`python scripts/benchmark.py --source {r['source']} --soak {s['seconds']:g} --interval "
+            f"{s['interval_s']:g} --async` on {machine(r)}: {r['frames']} frames at {r['fps']:.0f} FPS; "
+            f"RSS {s['rss_start_mb']:.1f} MB after warm-up, {s['rss_end_mb']:.1f} MB at the end, peak "
+            f"{s['rss_max_mb']:.1f} MB over {len(s['samples'])} samples; least-squares slope "
+            f"{'n/a' if slope is None else f'{slope:+.2f} MB/min'}. (A memory check: other jobs shared the "
+            f"cores, so its FPS is no speed figure.)\n")
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "soak": soak,
+    "detector-parity": detector_parity,
+    "detector-speed": detector_speed,
+    "benchmark-backends": benchmark_backends,
+}
+
+
+def render(text: str, path: Path) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name not in RENDERERS:
+            raise SystemExit(f"error: {path}: unknown measured block {name!r}")
+        return match.group(1) + RENDERERS[name]() + match.group(4)
+
+    return BLOCK.sub(sub, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="report stale blocks, change nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in DOCS:
+        text = path.read_text()
+        new = render(text, path)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print("error: generated blocks differ from their JSON in: " + ", ".join(
+            str(p.relative_to(REPO_ROOT)) for p in stale) + " (run python scripts/render_docs.py)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
