@@ -1,3 +1,3 @@
 """Real-time face gender classification: detect faces, crop, classify, track, draw."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli import add_version, positive_int, prog_name, setup_logging, unit_float
 from .detection import BACKENDS
 from .errors import UserError
 from .paths import GENDER_MODEL
@@ -25,48 +26,10 @@ from .sources import ReconnectPolicy
 log = logging.getLogger("realtime")
 
 
-class _OneLineFormatter(logging.Formatter):
-    """``warning: ...`` / ``error: ...`` for users; no tracebacks unless --verbose."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-
-def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if verbose:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    else:
-        handler.setFormatter(_OneLineFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m realtime", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog_name("python -m realtime"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("--source", required=True,
                    help="camera index (0), video file, image file, image folder, http/rtsp URL, "
                         "picam, or synthetic[:faces=N,frames=M]")

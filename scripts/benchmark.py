@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python scripts/benchmark.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from realtime.__main__ import positive_float, positive_int, setup_logging  # noqa: E402 - after sys.path
+from realtime.cli import positive_float, positive_int, setup_logging  # noqa: E402 - after sys.path
 from realtime.errors import UserError  # noqa: E402
 from realtime.paths import GENDER_MODEL  # noqa: E402
 from realtime.sinks import check_writable  # noqa: E402

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.__main__ import setup_logging
 from realtime.classifier import GenderClassifier, ModelInfo
+from realtime.cli import setup_logging
 from realtime.errors import UserError
 
 log = logging.getLogger("size_tradeoff")

@@ -16,10 +16,13 @@ import logging
 import sys
 from pathlib import Path
 
-from realtime.__main__ import setup_logging
+from realtime.cli import add_version, prog_name, setup_logging
 from realtime.errors import UserError
 
 log = logging.getLogger("training")
+
+# Installed by requirements-train.txt, not by the runtime's requirements.txt.
+TRAINING_MODULES = frozenset({"tensorflow", "keras", "h5py", "ml_dtypes"})
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -82,8 +85,9 @@ def _module_command(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name("python -m training"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -178,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAINING_MODULES:
+            raise
+        print(f"error: `{args.command}` needs {exc.name}, which is not installed: pip install -r "
+              "requirements-train.txt (or pip install 'face-gender-realtime[train]')", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..__main__ import setup_logging
+from ..cli import add_version, prog_name, setup_logging
 from ..detection import BACKENDS
 from ..errors import UserError
 from ..paths import GENDER_MODEL
@@ -49,8 +49,9 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m realtime.web", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog_name("python -m realtime.web"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")

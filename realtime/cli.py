@@ -1,0 +1,70 @@
+"""What every command line of the project shares: logging for users, argument types, --version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+class _OneLineFormatter(logging.Formatter):
+    """``warning: ...`` / ``error: ...`` for users; no tracebacks unless --verbose."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    else:
+        handler.setFormatter(_OneLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def prog_name(module_form: str) -> str:
+    """The name a user typed: ``face-gender`` for the console command, else ``python -m ...``."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return invoked if invoked.startswith("face-gender") else module_form
+
+
+def package_version() -> str:
+    """The installed distribution's version, or the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("face-gender-realtime")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the version and exit")

@@ -1,0 +1,123 @@
+"""The project installs as a package: pins agree with the requirements files, the wheel carries
+the models, and the console commands work from any folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+from fixtures import REPO_ROOT
+
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+EXTRA_FILES = {"train": "requirements-train.txt", "web": "requirements-web.txt",
+               "dev": "requirements-dev.txt", "batch": "requirements-batch.txt"}
+
+
+def pins(path: Path) -> set[str]:
+    """Requirement lines of one file, without comments and ``-r`` includes."""
+    out = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            out.add(re.sub(r"\s+", "", line).lower())
+    return out
+
+
+def normalised(reqs: list[str]) -> set[str]:
+    return {re.sub(r"\s+", "", r).lower() for r in reqs}
+
+
+def test_dependencies_match_requirements_txt() -> None:
+    assert normalised(PYPROJECT["project"]["dependencies"]) == pins(REPO_ROOT / "requirements.txt")
+
+
+def test_each_extra_matches_its_requirements_file() -> None:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    for extra, name in EXTRA_FILES.items():
+        path = REPO_ROOT / name
+        if not path.is_file():
+            assert extra not in extras, f"extra [{extra}] has no {name}"
+            continue
+        assert normalised(extras.get(extra, [])) == pins(path), f"[{extra}] differs from {name}"
+    assert set(extras) <= set(EXTRA_FILES)
+
+
+def test_every_pin_is_exact() -> None:
+    for name in ("requirements.txt", *EXTRA_FILES.values()):
+        path = REPO_ROOT / name
+        if path.is_file():
+            for req in pins(path):
+                assert "==" in req, f"{name}: {req} is not pinned"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("setuptools", reason="building the wheel needs setuptools (requirements-dev.txt)")
+    out = tmp_path_factory.mktemp("wheel")
+    # Build from a copy of what the wheel needs, so setuptools leaves no build/ in the repository.
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO_ROOT / name, src / name)
+    for name in ("realtime", "training", "models"):
+        shutil.copytree(REPO_ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "--disable-pip-version-check", "-q", "-w", str(out), str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wheels = list(out.glob("*.whl"))
+    assert len(wheels) == 1
+    return wheels[0]
+
+
+def test_wheel_carries_packages_models_and_commands(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("realtime/__main__.py", "realtime/blazeface.py", "realtime/web/static/index.html",
+                   "training/train.py", "realtime/models/gender_vgg16_int8.tflite",
+                   "realtime/models/gender_vgg16_int8.json", "realtime/models/face_detection_short_range.tflite",
+                   "realtime/models/face_detection_full_range_sparse.tflite", "realtime/models/face_landmark.tflite",
+                   "realtime/models/MODEL_CARD.md"):
+        assert needed in names, needed
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    for command in ("face-gender = realtime.__main__:main", "face-gender-web = realtime.web.__main__:main",
+                    "face-gender-train = training.__main__:main"):
+        assert command in text
+    assert not any(n.startswith(("tests/", "data_cache/", "runs/")) for n in names)
+
+
+@pytest.mark.slow
+def test_installed_commands_work_from_any_folder(wheel: Path, tmp_path: Path) -> None:
+    """Install the wheel (no dependencies: this venv has them) into a folder and run the console
+    command from another folder, with the repository off the path."""
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check",
+                           "-q", "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    command = target / "bin" / "face-gender"
+    assert command.is_file()
+    version = subprocess.run([sys.executable, str(command), "--version"], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0 and version.stdout.strip() == f"face-gender {PYPROJECT['project']['version']}"
+    where = subprocess.run([sys.executable, "-c", "import realtime.paths as p; print(p.GENDER_MODEL)"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
+    clip = REPO_ROOT / "assets" / "face-demographics-walking-and-pause.mp4"
+    run = subprocess.run([sys.executable, str(command), "--source", str(clip), "--output", "out.mp4",
+                          "--max-frames", "5", "--no-display", "--no-progress"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (work / "out.mp4").stat().st_size > 0
+    for other in ("face-gender-web", "face-gender-train"):
+        proc = subprocess.run([sys.executable, str(target / "bin" / other), "--version"], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == f"{other} {PYPROJECT['project']['version']}"
