@@ -153,6 +153,36 @@ def make_colour_model(path: Path, size: int = 32) -> Path:
     return path
 
 
+def make_age_model(path: Path, size: int = 32) -> Path:
+    """A tiny float TFLite with two named outputs, as the age-head export writes them: ``p_female``
+    as in :func:`make_colour_model`, and ``age`` = 80 x the mean of the LEFT half of channel 0 / 255
+    (years), so mirrored crops give different ages (for flip averaging). Needs TensorFlow."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((size, size, 3), name="bgr_0_255")
+    diffs = keras.layers.Conv2D(6, 1, use_bias=False, name="channel_diffs")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(diffs))
+    gender = keras.layers.Dense(1, activation="sigmoid", name="p_female")(x)
+    left = keras.layers.Cropping2D(((0, 0), (0, size // 2)))(inputs)
+    a = keras.layers.GlobalAveragePooling2D()(left)
+    age = keras.layers.Dense(1, name="age")(a)
+    model = keras.Model(inputs, {"p_female": gender, "age": age})
+    kernel = np.zeros((1, 1, 3, 6), np.float32)
+    for k, (a_, b_) in enumerate(((0, 1), (1, 0), (1, 2), (2, 1), (0, 2), (2, 0))):
+        kernel[0, 0, a_, k], kernel[0, 0, b_, k] = 1.0, -1.0
+    model.get_layer("channel_diffs").set_weights([kernel])
+    model.get_layer("p_female").set_weights([np.full((6, 1), 0.25, np.float32), np.array([-3.0], np.float32)])
+    model.get_layer("age").set_weights([np.array([[80 / 255], [0], [0]], np.float32), np.zeros(1, np.float32)])
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(tmp).convert())
+    write_metadata(path, size, outputs={"p_female": "p_female", "apparent_age": "age"}, child_age=13)
+    return path
+
+
 def run_training(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """``python -m training ARGS`` in the repository root, output captured."""
     return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO_ROOT, capture_output=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def test_missing_corrupt_and_wrong_shape_models(tmp_path: Path) -> None:
         GenderClassifier(junk, info=ModelInfo(32))
     # A real TFLite model of the wrong kind: the face landmark model (192 px, two outputs).
     landmark = Path(__file__).resolve().parent.parent / "models" / "face_landmark.tflite"
-    with pytest.raises(ModelError, match="expected 1 input and 1 output"):
+    with pytest.raises(ModelError, match="outputs but its metadata names none"):
         GenderClassifier(landmark, info=ModelInfo(192))
 
 
@@ -138,3 +139,91 @@ def test_metadata_fields_are_read(tmp_path: Path) -> None:
     info = ModelInfo.from_json(path)
     assert (info.input_size, info.colour_order, info.crop_margin) == (96, "RGB", 0.2)
     assert info.threshold == 0.42 and info.uncertain_band == (0.35, 0.5)
+
+
+# -- named outputs: the age head, flip averaging, calibration ---------------------------------------
+@pytest.fixture(scope="module")
+def age_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("tensorflow", reason="building the tiny test model needs TensorFlow")
+    from fixtures import make_age_model
+
+    return make_age_model(tmp_path_factory.mktemp("age_model") / "age.tflite")
+
+
+def _halves(left: int, right: int, colour: bool = True) -> np.ndarray:
+    crop = np.zeros((1, 32, 32, 3), np.uint8)
+    crop[0, :, :16, 0], crop[0, :, 16:, 0] = left, right
+    if colour:
+        crop[0, :, :, 1] = 0
+    return crop
+
+
+def test_two_named_outputs(age_model: Path) -> None:
+    clf = GenderClassifier(age_model)
+    assert clf.has_age and set(clf.output_names) == {"p_female", "apparent_age"}
+    values = clf.predict(_halves(255, 0))
+    assert set(values) == {"p_female", "apparent_age"}
+    assert values["apparent_age"][0] == pytest.approx(80.0, abs=0.5)
+    assert values["p_female"][0] > 0.9  # strongly coloured
+
+
+def test_flip_average_is_the_mean_of_the_crop_and_its_mirror(age_model: Path) -> None:
+    clf = GenderClassifier(age_model)
+    crop = _halves(255, 51)
+    plain = clf.predict(crop, flip_average=False)["apparent_age"][0]
+    mirrored = clf.predict(crop[:, :, ::-1].copy(), flip_average=False)["apparent_age"][0]
+    both = clf.predict(crop, flip_average=True)["apparent_age"][0]
+    assert plain == pytest.approx(80.0, abs=0.5) and mirrored == pytest.approx(16.0, abs=0.5)
+    assert both == pytest.approx((plain + mirrored) / 2, abs=1e-4)
+
+
+def test_child_gate_and_labels(age_model: Path) -> None:
+    clf = GenderClassifier(age_model)
+    young = _halves(20, 20)  # age 6.3
+    old = _halves(200, 200)  # age 62.7
+    (p_young,) = clf.classify(np.zeros((64, 64, 3), np.uint8), [(0, 0, 64, 64)])
+    assert p_young.apparent_age is not None
+    assert clf.decide(0.95, 6.3) == ("uncertain", "child")
+    assert clf.decide(0.95, 30.0) == ("female", None)
+    assert clf.decide(0.02, None) == ("male", None)
+    ages = clf.predict(np.concatenate([young, old]))["apparent_age"]
+    assert ages[0] < 13 < ages[1]
+
+
+def test_model_without_age_head_has_no_age(colour_model: Path) -> None:
+    clf = GenderClassifier(colour_model)
+    assert not clf.has_age and clf.output_names == ("p_female",)
+    (pred,) = clf.classify(np.zeros((64, 64, 3), np.uint8), [(0, 0, 64, 64)])
+    assert pred.apparent_age is None and pred.reason is None
+
+
+def test_temperature_calibration(colour_model: Path, tmp_path: Path) -> None:
+    from realtime.classifier import calibrate
+
+    assert calibrate(np.array([0.5]), 3.0)[0] == pytest.approx(0.5)
+    assert calibrate(np.array([0.9]), 2.0)[0] == pytest.approx(1 / (1 + 9 ** -0.5), abs=1e-5)
+    raw = GenderClassifier(colour_model).predict_crops(_halves(255, 255))[0]
+    shutil.copy(colour_model, tmp_path / "hot.tflite")
+    write_metadata(tmp_path / "hot.tflite", 32, calibration={"temperature": 2.0})
+    hot = GenderClassifier(tmp_path / "hot.tflite").predict_crops(_halves(255, 255))[0]
+    assert hot == pytest.approx(float(calibrate(np.array([raw]), 2.0)[0]), abs=1e-5)
+    assert abs(hot - 0.5) < abs(raw - 0.5)
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ({"outputs": {"apparent_age": "age"}}, "lack 'p_female'"),
+    ({"outputs": {"p_female": "p_female", "apparent_age": "nope"}}, "lacks"),
+    ({"threshold": 1.5}, "must lie in 0..1"),
+    ({"uncertain_band": [0.7, 0.3]}, "must lie in 0..1"),
+    ({"labels": []}, "bad model metadata"),
+    ({"crop_margin": "wide"}, "bad model metadata"),
+    ({"calibration": {"temperature": 0}}, "temperature"),
+    ({"child_age": -4}, "child_age"),
+])
+def test_metadata_with_wrong_types_or_values_is_one_clear_error(age_model: Path, tmp_path: Path,
+                                                                 override: dict, needle: str) -> None:
+    model = tmp_path / "m.tflite"
+    shutil.copy(age_model, model)
+    write_metadata(model, 32, **{"outputs": {"p_female": "p_female", "apparent_age": "age"}, **override})
+    with pytest.raises(ModelError, match=re.escape(needle)):
+        GenderClassifier(model)

@@ -166,7 +166,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             "split_sizes": _split_sizes(cache, min_age),
             "metrics": report,
             "training_commit": _git_commit(),
-            "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "exported": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "checkpoint": str(checkpoint),
             "size_bytes": len(tflite),
         }
