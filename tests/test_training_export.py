@@ -69,7 +69,9 @@ def oracle(x: np.ndarray) -> np.ndarray:
 
 
 class OracleModel:
-    """Stands in for the float Keras model."""
+    """Stands in for the float Keras model (no age head)."""
+
+    layers: tuple = ()
 
     def predict(self, x: np.ndarray, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
         return oracle(x)[:, None]
@@ -82,6 +84,7 @@ def fake_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     checkpoint.write_bytes(b"stand-in")
     monkeypatch.setattr(keras.models, "load_model", lambda path: OracleModel())
     monkeypatch.setattr(export_mod, "convert_int8", lambda model, size, rep: b"int8 model bytes")
+    monkeypatch.setattr(export_mod, "ms_per_face", lambda path, info, threads: 1.0)
     return checkpoint
 
 
@@ -132,3 +135,48 @@ def test_parity_failure_is_a_cli_error(fake_models: Path, prepared_cache: Path, 
 def test_missing_checkpoint_is_a_user_error(prepared_cache: Path, tmp_path: Path) -> None:
     with pytest.raises(export_mod.UserError, match="checkpoint not found"):
         export(tmp_path / "absent.keras", prepared_cache, tmp_path / "m.tflite", 32)
+
+
+# -- calibration, uncertain band, age metrics ------------------------------------------------------
+def test_fit_temperature_recovers_a_known_temperature() -> None:
+    from realtime.classifier import calibrate
+    from training.metrics import fit_temperature, reliability
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2.0, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-logits))).astype(int)  # calibrated by construction
+    overconfident = calibrate(1 / (1 + np.exp(-logits)), 1 / 2.5)  # logits x 2.5
+    t = fit_temperature(y, overconfident)
+    assert t == pytest.approx(2.5, rel=0.08)
+    assert reliability(y, calibrate(overconfident, t))[1] < reliability(y, overconfident)[1] / 3
+
+
+def test_band_for_share_holds_the_share() -> None:
+    from training.metrics import band_for_share
+
+    p = np.linspace(0, 1, 1001)
+    lo, hi = band_for_share(p, 0.5, 0.1)
+    assert ((p >= lo) & (p < hi)).mean() >= 0.1
+    assert hi - lo == pytest.approx(0.1, abs=0.011)
+    assert band_for_share(p, 0.5, 0.0) == (0.5, 0.5)
+
+
+def test_age_metrics() -> None:
+    from training.metrics import age_metrics
+
+    true = np.array([5, 8, 30, 45, 70], np.float32)
+    pred = np.array([7, 15, 28, 10, 72], np.float32)
+    m = age_metrics(true, pred, 13)
+    assert m["mae"] == pytest.approx((2 + 7 + 2 + 35 + 2) / 5)
+    assert m["children"] == 2 and m["children_gated"] == 0.5
+    assert m["adults"] == 3 and m["adults_gated"] == pytest.approx(1 / 3)
+    bands = {row["age_band"]: row for row in m["mae_by_band"]}
+    assert bands["0-12"]["n"] == 2 and bands["0-12"]["mae"] == pytest.approx(4.5)
+
+
+def test_parity_refusal_explains_itself() -> None:
+    with pytest.raises(ParityError) as info:
+        export_mod.check_parity(0.95, 0.90, 400, 0.5, np.array([0.49, 0.5, 0.51] * 100))
+    text = str(info.value)
+    assert "20 of 400 faces" in text and "--max-drop" in text and "3 distinct values" in text
+    export_mod.check_parity(1.0, 0.99, 100, 0.5, np.linspace(0, 1, 100))  # one face: noise, accepted

@@ -143,3 +143,52 @@ def test_train_rejects_bad_schedule(cache: Path, work: Path) -> None:
     proc = run_training("train", "--data", str(cache), "--run", str(work / "bad"), "--schedule", "16:1")
     assert proc.returncode == 2
     assert len(error_lines(proc.stderr)) == 1 and "sizes >= 32" in proc.stderr
+
+
+# -- the age head, end to end -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def age_export(face_dataset: FaceDataset, work: Path) -> Path:
+    """UTKFace-style layout (labels.csv with ages) → prepare → train --age-head → export."""
+    import shutil
+
+    utk = work / "utk"
+    (utk / "images").mkdir(parents=True)
+    rows = ["file,age,gender,race"]
+    for k, path in enumerate(face_dataset.faces):
+        _, code, _, _ = path.stem.split("_")
+        shutil.copy(path, utk / "images" / path.name)
+        # One age band and one race, so the split's strata are big enough for val and test.
+        rows.append(f"{path.name},{20 + k % 10},{'female' if code == '1' else 'male'},White")
+    (utk / "labels.csv").write_text("\n".join(rows) + "\n")
+    cache = work / "utk_cache"
+    check(run_training("prepare", "--utkface", str(utk), "--out", str(cache), "--size", "64"))
+    run = work / "age_run"
+    check(run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:1", "--age-head",
+                       "--lr-schedule", "plateau", "--patience", "3", *TRAIN_ARGS))
+    out = work / "age_model" / "m.tflite"
+    check(run_training("export", "--checkpoint", str(run / "last.keras"), "--data", str(cache), "--out", str(out),
+                       "--size", "32", "--max-drop", "100", "--rep-samples", "8"))
+    return out
+
+
+def test_age_head_trains_exports_and_runs(age_export: Path) -> None:
+    import numpy as np
+
+    from realtime.classifier import GenderClassifier
+
+    run = age_export.parent.parent / "age_run"
+    rows = history(run)
+    assert rows[0]["val_age_mae"] not in ("", None)
+    meta = json.loads(age_export.with_suffix(".json").read_text())
+    assert meta["outputs"] == {"p_female": "p_female", "apparent_age": "age"}
+    assert meta["child_age"] == 13
+    choices = meta["metrics"]["validation_choices"]
+    assert {"flip_average", "temperature", "val_ece_before", "val_ece_after", "ms_per_face_flip_on",
+            "ms_per_face_flip_off"} <= choices.keys()
+    assert meta["calibration"]["temperature"] == choices["temperature"] > 0
+    assert meta["metrics"]["test_age"]["mae"] is not None
+    assert [r["framing"] for r in meta["metrics"]["test_framing"]] == ["runtime crop", "20 % looser", "15 % tighter"]
+    clf = GenderClassifier(age_export)
+    assert clf.has_age
+    values = clf.predict(np.zeros((2, 32, 32, 3), np.uint8))
+    assert values["apparent_age"].shape == (2,) and np.isfinite(values["apparent_age"]).all()

@@ -68,7 +68,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                   max_drop=args.max_drop, rep_samples=args.rep_samples,
                   mask_templates=Path(args.mask_templates) if args.mask_templates else None,
                   min_age=args.min_age, threads=args.threads, training_note=args.note,
-                  limit=args.limit)
+                  limit=args.limit, flip=args.flip, uncertain_share=args.uncertain_share)
     test = meta["metrics"]["test"]
     log.info("exported %s: test accuracy %.4f (masked %.4f), threshold %.3f", args.out,
              test["accuracy"], meta["metrics"]["test_masked"]["accuracy"], meta["threshold"])
@@ -149,7 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rep-samples", type=int, default=300, help="representative crops (default 300)")
     p.add_argument("--mask-templates", help="MaskTheFace templates for the masked test report")
     p.add_argument("--min-age", type=int, default=13, help="report adults from this age")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads for the checks (default 2)")
+    p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
+                   help="flip averaging (each face and its mirror image): auto keeps it when it is more "
+                        "accurate on the validation split (default auto)")
+    p.add_argument("--uncertain-share", type=float, default=0.05,
+                   help="the uncertain band is the narrowest around the threshold that holds this share "
+                        "of validation faces (default 0.05)")
     p.add_argument("--note", default="", help="how the model was trained (goes into the metadata)")
     p.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_export)

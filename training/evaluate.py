@@ -42,7 +42,7 @@ from realtime.face_detector import FaceDetector, StillImageDetector
 from realtime.sources import read_image
 
 from .data import Item, folder_items
-from .metrics import group_table, metrics
+from .metrics import RELIABILITY_BINS, group_table, metrics, reliability
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 # Face box side (px, the larger of width and height): lower bounds and names of the buckets.
 FACE_SIZE_BUCKETS = ((0, "<48"), (48, "48-95"), (96, "96-191"), (192, ">=192"))
 NO_FACE_BUCKET = "no_face"
-RELIABILITY_BINS = 10
 UTK_NAME = re.compile(r"^(\d{1,3})_([01])_([0-4])_")
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
 MAX_LISTED = 20
@@ -195,21 +194,6 @@ def size_bucket(face: Face) -> str:
     if not face.found:
         return NO_FACE_BUCKET
     return [name for low, name in FACE_SIZE_BUCKETS if face.side >= low][-1]
-
-
-def reliability(y: np.ndarray, p: np.ndarray, bins: int = RELIABILITY_BINS) -> tuple[list[dict], float]:
-    """Equal-width bins of ``p_female`` vs the observed female share, and the expected calibration error."""
-    index = np.minimum((p * bins).astype(int), bins - 1)
-    rows, ece = [], 0.0
-    for b in range(bins):
-        sel = index == b
-        if not sel.any():
-            continue
-        mean_p, share = float(p[sel].mean()), float(y[sel].mean())
-        rows.append({"lo": b / bins, "hi": (b + 1) / bins, "n": int(sel.sum()), "mean_p": mean_p,
-                     "female_share": share})
-        ece += sel.sum() / len(p) * abs(mean_p - share)
-    return rows, float(ece)
 
 
 def confusion(truth: list[str], predicted: list[str], classes: tuple[str, ...], columns: tuple[str, ...]

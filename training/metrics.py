@@ -44,3 +44,65 @@ def group_table(rows: Sequence[dict], p: np.ndarray, threshold: float, positive:
         cells[key].append(bool((prob >= threshold) == (row["gender"] == positive)))
     return [{"gender": g, "age_band": a, "race": r, "n": len(v), "accuracy": float(np.mean(v))}
             for (g, a, r), v in sorted(cells.items())]
+
+
+RELIABILITY_BINS = 10
+
+
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = RELIABILITY_BINS) -> tuple[list[dict], float]:
+    """Equal-width bins of ``p_female`` vs the observed female share, and the expected calibration error."""
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        sel = index == b
+        if not sel.any():
+            continue
+        mean_p, share = float(p[sel].mean()), float(y[sel].mean())
+        rows.append({"lo": b / bins, "hi": (b + 1) / bins, "n": int(sel.sum()), "mean_p": mean_p,
+                     "female_share": share})
+        ece += sel.sum() / len(p) * abs(mean_p - share)
+    return rows, float(ece)
+
+
+def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
+    """The temperature T that minimises the log loss of ``sigmoid(logit(p) / T)`` (grid search)."""
+    from realtime.classifier import calibrate
+
+    best_t, best_loss = 1.0, np.inf
+    for t in np.exp(np.linspace(np.log(0.25), np.log(8.0), 121)):
+        q = np.clip(calibrate(p, float(t)).astype(np.float64), 1e-7, 1 - 1e-7)
+        loss = -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+        if loss < best_loss - 1e-12:
+            best_t, best_loss = float(t), loss
+    return round(best_t, 4)
+
+
+def band_for_share(p: np.ndarray, threshold: float, share: float) -> tuple[float, float]:
+    """The narrowest band ``[threshold - w, threshold + w)`` that holds at least ``share`` of ``p``
+    (w in steps of 0.005, clipped to 0..1)."""
+    for w in np.arange(0.0, 0.5001, 0.005):
+        lo, hi = max(0.0, threshold - w), min(1.0, threshold + w)
+        if ((p >= lo) & (p < hi)).mean() >= share:
+            return round(float(lo), 3), round(float(hi), 3)
+    return 0.0, 1.0
+
+
+def age_metrics(true_age: np.ndarray, pred_age: np.ndarray, child_age: float) -> dict:
+    """Apparent-age error overall and by age band, and how the child gate sorts people."""
+    from .split import AGE_BANDS
+
+    err = np.abs(pred_age - true_age)
+    child = true_age < child_age
+    gated = pred_age < child_age
+    return {
+        "n": int(len(true_age)),
+        "mae": float(err.mean()) if len(err) else None,
+        "mae_by_band": [{"age_band": name, "n": int(sel.sum()), "mae": float(err[sel].mean())}
+                        for lo, hi, name in AGE_BANDS
+                        if (sel := (true_age >= lo) & (true_age <= hi)).any()],
+        "child_age": child_age,
+        "children": int(child.sum()),
+        "children_gated": float(gated[child].mean()) if child.any() else None,
+        "adults": int((~child).sum()),
+        "adults_gated": float(gated[~child].mean()) if (~child).any() else None,
+    }
