@@ -112,7 +112,8 @@ class ModelInfo:
         if not 0.0 <= self.crop_margin <= 2.0:
             problems.append(f"crop_margin {self.crop_margin} is outside 0..2")
         lo, hi = self.uncertain_band
-        if not (0.0 <= self.threshold <= 1.0 and 0.0 <= lo <= hi <= 1.0):
+        # The band is half-open [low, high): a high end just above 1 includes p = 1.
+        if not (0.0 <= self.threshold <= 1.0 and 0.0 <= lo <= hi <= 1.05):
             problems.append(f"threshold {self.threshold} / uncertain_band {[lo, hi]} must lie in 0..1 (low <= high)")
         if not 0.05 <= self.temperature <= 20.0:
             problems.append(f"calibration temperature {self.temperature} is outside 0.05..20")

@@ -82,7 +82,8 @@ def test_wheel_carries_packages_models_and_commands(wheel: Path) -> None:
                    "training/train.py", "realtime/models/gender_vgg16_int8.tflite",
                    "realtime/models/gender_vgg16_int8.json", "realtime/models/face_detection_short_range.tflite",
                    "realtime/models/face_detection_full_range_sparse.tflite", "realtime/models/face_landmark.tflite",
-                   "realtime/models/MODEL_CARD.md"):
+                   "realtime/models/MODEL_CARD.md", "training/mask_templates/masks.cfg",
+                   "training/mask_templates/LICENSE", "training/mask_templates/templates/surgical.png"):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

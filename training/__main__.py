@@ -13,21 +13,38 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 from realtime.cli import add_version, prog_name, setup_logging
 from realtime.errors import UserError
 
+from .errors import TrainingInterruptedError
+from .split import FRACTIONS, SEED
+
 log = logging.getLogger("training")
+
+DEFAULT_SIZE = 64  # the runtime's speed targets hold at 64 px; train, export and evaluate agree on it
+DEFAULT_SCHEDULE = f"{DEFAULT_SIZE}:12"
 
 # Installed by requirements-train.txt, not by the runtime's requirements.txt.
 TRAINING_MODULES = frozenset({"tensorflow", "keras", "h5py", "ml_dtypes"})
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .data import folder_items, prepare, utkface_items
+    from .data import describe_data, folder_items, prepare, stratified_sample, utkface_items
 
+    out = Path(args.out)
+    if (out / "crops.npy").exists() and not args.force:
+        raise UserError(f"{out} already holds a prepared cache; use another --out, or --force to replace it")
+    for name, value in (("--val-fraction", args.val_fraction), ("--test-fraction", args.test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"{name} must be in [0, 1), got {value}")
+    if args.val_fraction + args.test_fraction >= 1.0:
+        raise UserError("--val-fraction + --test-fraction must leave some faces for training")
     items, extra = [], {}
     if args.utkface:
         utk, dropped = utkface_items(Path(args.utkface))
@@ -35,12 +52,19 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         extra["dropped"] = dropped
     for folder in args.folder or []:
         items += folder_items(Path(folder))
+    for split, folders in (("val", args.val), ("test", args.test)):
+        for folder in folders or []:
+            items += [replace(item, split=split) for item in folder_items(Path(folder))]
     if args.limit:
-        items = items[: args.limit]
+        items = stratified_sample(items, args.limit, args.split_seed)
     if not items:
         raise UserError("nothing to prepare: give --utkface DIR and/or --folder DIR")
-    report = prepare(items, Path(args.out), size=args.size, margin=args.margin, extra_report=extra,
-                     context=args.context)
+    fractions = {"val": 0.0 if args.val else args.val_fraction, "test": 0.0 if args.test else args.test_fraction}
+    extra["data"] = describe_data(args, items)
+    extra["split"] = {"seed": args.split_seed, "fractions": fractions,
+                      "explicit": {"val": args.val or [], "test": args.test or []}}
+    report = prepare(items, out, size=args.size, margin=args.margin, extra_report=extra,
+                     context=args.context, split_seed=args.split_seed, fractions=fractions)
     log.info("prepared %s", json.dumps({k: v for k, v in report.items() if k != "skipped_examples"}))
     return 0
 
@@ -56,7 +80,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         age_head=args.age_head, age_weight=args.age_weight, child_gender_weight=args.child_gender_weight,
         lr_schedule=args.lr_schedule, patience=args.patience,
     )
-    state = train(cfg, resume=args.resume)
+    state = train(cfg, resume=args.resume, force=args.force)
     log.info("training done: best val score %.4f at epoch %s", state["best_val_acc"], state["best_epoch"])
     return 0
 
@@ -64,15 +88,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    meta = export(Path(args.checkpoint), Path(args.data), Path(args.out), args.size,
-                  max_drop=args.max_drop, rep_samples=args.rep_samples,
-                  mask_templates=Path(args.mask_templates) if args.mask_templates else None,
+    checkpoint = Path(args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint.parent / DEFAULT_EXPORT_NAME
+    refuse_overwrite(out, args.force, also=out.with_suffix(".json"))
+    meta = export(checkpoint, Path(args.data), out, args.size,
+                  max_drop=args.max_drop, rep_samples=args.rep_samples, mask_templates=args.mask_templates,
                   min_age=args.min_age, threads=args.threads, training_note=args.note,
                   limit=args.limit, flip=args.flip, uncertain_share=args.uncertain_share)
     test = meta["metrics"]["test"]
-    log.info("exported %s: test accuracy %.4f (masked %.4f), threshold %.3f", args.out,
-             test["accuracy"], meta["metrics"]["test_masked"]["accuracy"], meta["threshold"])
+    log.info("exported %s: test accuracy %.4f (masked %.4f), threshold %.3f; use it with "
+             "`python -m realtime --model %s`", out, test["accuracy"], meta["metrics"]["test_masked"]["accuracy"],
+             meta["threshold"], out)
     return 0
+
+
+DEFAULT_EXPORT_NAME = "model_int8.tflite"
+
+
+def refuse_overwrite(path: Path, force: bool, also: Path | None = None) -> None:
+    """Existing files are replaced only with --force (the shipped model is never replaced by default)."""
+    for target in (path, also):
+        if target is not None and target.exists() and not force:
+            raise UserError(f"{target} already exists; choose another --out, or add --force to replace it")
 
 
 def _module_command(name: str):
@@ -100,17 +137,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=float, default=1.5,
                    help="cache windows this many times wider than the runtime crop, so training "
                         "can re-frame faces looser and tighter (default 1.5; 1.0 = runtime crop only)")
-    p.add_argument("--limit", type=int, default=0, help="only the first N images (for trials)")
+    p.add_argument("--val", action="append", metavar="DIR",
+                   help="a folder with female/ and male/ used as the validation split (repeatable); "
+                        "then nothing else goes to validation")
+    p.add_argument("--test", action="append", metavar="DIR",
+                   help="a folder with female/ and male/ used as the test split (repeatable); "
+                        "then nothing else goes to test")
+    p.add_argument("--val-fraction", type=float, default=FRACTIONS["val"],
+                   help=f"share of the faces for validation (default {FRACTIONS['val']})")
+    p.add_argument("--test-fraction", type=float, default=FRACTIONS["test"],
+                   help=f"share of the faces for test (default {FRACTIONS['test']})")
+    p.add_argument("--split-seed", type=int, default=SEED,
+                   help=f"seed of the split and of --limit's sample (default {SEED})")
+    p.add_argument("--data-name", help="what the data is, for the metadata and the model card "
+                                       "(default: UTKFace, or the folder names)")
+    p.add_argument("--data-licence", help="the data's licence, for the metadata and the model card "
+                                          "(default: UTKFace's, or 'not stated' for folders)")
+    p.add_argument("--limit", type=int, default=0,
+                   help="only N images, sampled per class with --split-seed (for trials; default 0: all)")
+    p.add_argument("--force", action="store_true", help="replace an existing cache in --out")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("train", help="train VGG16 on a prepared cache (resumable)")
     p.add_argument("--data", required=True, help="prepared cache folder")
     p.add_argument("--run", required=True, help="run folder for checkpoints, history and plots")
     p.add_argument("--weights", default="none",
-                   help="imagenet (download), none (from scratch, default) or PATH to weights")
-    p.add_argument("--schedule", default="64:8,96:2",
-                   help="input sizes and epochs, SIZE:EPOCHS,... (default 64:8,96:2)")
-    p.add_argument("--batch-size", type=int, default=32)
+                   help="shipped (fine-tune the shipped model), none (from scratch), imagenet (needs a "
+                        "download), or PATH (.npz float16 snapshot, .keras model, .tflite model of ours, "
+                        "or VGG16 base .h5) (default none)")
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE,
+                   help=f"input sizes and epochs, SIZE:EPOCHS,... (default {DEFAULT_SCHEDULE})")
+    p.add_argument("--batch-size", type=int, default=32, help="crops per step (default 32)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak Adam learning rate (cosine decay)")
     p.add_argument("--frozen-epochs", type=int, default=2,
                    help="epochs with a frozen base when weights are pretrained (default 2)")
@@ -129,26 +186,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "epochs without a better validation score (default cosine)")
     p.add_argument("--patience", type=int, default=0,
                    help="stop when validation has not improved for this many epochs (default 0: never)")
-    p.add_argument("--mask-prob", type=float, default=0.4, help="share of training crops masked")
-    p.add_argument("--mask-templates", help="MaskTheFace templates folder (masks.cfg, templates/)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--mask-prob", type=float, default=0.4, help="share of training crops masked (default 0.4)")
+    p.add_argument("--mask-templates", default="bundled",
+                   help="MaskTheFace templates: bundled (shipped with the package), none (drawn masks "
+                        "only), or a folder with masks.cfg and templates/ (default bundled)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="seed of weights, batches and augmentation: the same command gives the same "
+                        "weights on the same CPU (default 1)")
     p.add_argument("--face-region", choices=("full", "upper"), default="full",
                    help="upper: train on the upper half of the face only (masked-face experiment)")
     p.add_argument("--resume", action="store_true", help="continue the run from last.keras")
+    p.add_argument("--force", action="store_true", help="start over in a run folder that holds a run")
     p.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--val-limit", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="int8 TFLite + metadata, with a float-vs-int8 parity check")
-    p.add_argument("--checkpoint", required=True, help="Keras model (.keras) from a run")
+    p.add_argument("--checkpoint", required=True, help="Keras model (.keras) from a run, e.g. RUN/best.keras")
     p.add_argument("--data", required=True, help="prepared cache (representative set, splits)")
-    p.add_argument("--out", default="models/gender_vgg16_int8.tflite", help="output .tflite")
-    p.add_argument("--size", type=int, default=64, help="input size in px (default 64)")
+    p.add_argument("--out", help=f"output .tflite, its .json beside it (default: {DEFAULT_EXPORT_NAME} in the "
+                                 "checkpoint's run folder)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"input size in px (default {DEFAULT_SIZE})")
     p.add_argument("--max-drop", type=float, default=0.5,
                    help="fail when int8 accuracy is this many points below float (default 0.5)")
     p.add_argument("--rep-samples", type=int, default=300, help="representative crops (default 300)")
-    p.add_argument("--mask-templates", help="MaskTheFace templates for the masked test report")
-    p.add_argument("--min-age", type=int, default=13, help="report adults from this age")
+    p.add_argument("--mask-templates", default="bundled",
+                   help="MaskTheFace templates for the masked reports: bundled, none or a folder (default bundled)")
+    p.add_argument("--min-age", type=int, default=13, help="report adults from this age (default 13)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads for the checks (default 2)")
     p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
                    help="flip averaging (each face and its mirror image): auto keeps it when it is more "
@@ -176,7 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM and SIGHUP (a closed terminal, `kill`) stop training as Ctrl-C does: progress is kept.
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                signal.signal(sig, _stop_like_ctrl_c)
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -197,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
+        return 130
+    except TrainingInterruptedError as exc:
+        print(str(exc), file=sys.stderr)
         return 130
 
 

@@ -18,27 +18,46 @@ RACES = ("White", "Black", "Asian", "Indian", "Others")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=Path("models/gender_vgg16_int8.tflite"),
-                   help="exported model; its metadata .json sits beside it")
+    p.add_argument("--model", type=Path, required=True,
+                   help="exported model (.tflite); its metadata .json sits beside it")
     p.add_argument("--tradeoff", type=Path, help="JSON from scripts/size_tradeoff.py")
     p.add_argument("--region-experiment", type=Path, help="JSON of the full vs upper-half experiment")
-    p.add_argument("--history", type=Path, help="history.csv of the training run")
+    p.add_argument("--history", type=Path, help="history.csv of the training run (default: none)")
     p.add_argument("--reproduce", default="", help="the command(s) that reproduce the model")
-    p.add_argument("--out", type=Path, default=Path("models/MODEL_CARD.md"))
+    p.add_argument("--out", type=Path, help="card to write (default: MODEL_card.md beside the model)")
+    p.add_argument("--force", action="store_true", help="replace an existing card")
+
+
+def default_out(model: Path) -> Path:
+    return model.with_name(model.stem + "_card.md")
 
 
 def run(args: argparse.Namespace) -> int:
     meta_path = args.model.with_suffix(".json")
     if not meta_path.is_file():
         raise UserError(f"metadata not found: {meta_path}")
-    meta = json.loads(meta_path.read_text())
+    out = args.out or default_out(args.model)
+    if out.exists() and not args.force:
+        raise UserError(f"{out} already exists; choose another --out, or add --force to replace it")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict) or "metrics" not in meta:
+            raise ValueError("no metrics in it: not written by `python -m training export`")
+    except ValueError as exc:
+        raise UserError(f"{meta_path}: {exc}") from exc
     tradeoff = _load(args.tradeoff)
     region = _load(args.region_experiment)
-    history = args.history.read_text().splitlines() if args.history and args.history.is_file() else []
+    if args.history and not args.history.is_file():
+        raise UserError(f"--history {args.history}: not found")
+    history = args.history.read_text().splitlines() if args.history else []
     text = render(meta, tradeoff, region, history, args.reproduce)
-    tmp = args.out.with_name(args.out.name + ".partial")
-    tmp.write_text(text)
-    tmp.replace(args.out)
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        tmp.write_text(text)
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return 0
 
 
@@ -64,14 +83,18 @@ def _aggregate(rows: list[dict], key: str) -> dict[str, tuple[int, float]]:
 
 
 def group_tables(rows: list[dict]) -> str:
-    """Accuracy by age band x race (both genders) and by gender x age band."""
+    """Accuracy by age band x race (both genders) and by gender x age band; only rows with a
+    known age band (data without ages has no by-age tables)."""
+    rows = [r for r in rows if r.get("age_band") not in (None, "", "unknown")]
+    if not rows:
+        return "No ages in this data: no by-age tables."
     cells: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
     for r in rows:
         c = cells[(r["age_band"], r["race"])]
         c[0] += r["n"]
         c[1] += r["n"] * r["accuracy"]
     bands = sorted({r["age_band"] for r in rows}, key=lambda b: int(b.split("-")[0].rstrip("+")))
-    races = [x for x in RACES if any(r["race"] == x for r in rows)]
+    races = [x for x in RACES if any(r["race"] == x for r in rows)] or sorted({r["race"] for r in rows})
     out = ["| age band | " + " | ".join(races) + " | all |", "|---" * (len(races) + 2) + "|"]
     for band in bands:
         line = [band]
@@ -93,6 +116,47 @@ def group_tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def v2_sections(m: dict) -> list[str]:
+    """Apparent age and the child gate, framing robustness, calibration and flip averaging (models
+    exported with these measurements)."""
+    lines: list[str] = []
+    age = m.get("test_age")
+    if age:
+        kept = age.get("gender_on_adults_not_gated") or {}
+        lines += ["", "### Apparent age and the child gate", "",
+                  f"Apparent-age error on the test split (all ages, n = {age['n']}): MAE "
+                  f"{age['mae']:.1f} years. Faces that look younger than {age['child_age']:g} are labelled "
+                  "`uncertain` (reason `child`): "
+                  f"{pct(age.get('children_gated'))} of the {age['children']} children are gated, and "
+                  f"{pct(age.get('adults_gated'))} of the {age['adults']} people aged ≥ {age['child_age']:g} "
+                  "are gated by mistake. Gender accuracy on the adults that pass the gate: "
+                  f"{pct(kept.get('accuracy'))} (n = {kept.get('n', 0)}).", "",
+                  "| age band | " + " | ".join(r["age_band"] for r in age["mae_by_band"]) + " |",
+                  "|---" * (len(age["mae_by_band"]) + 1) + "|",
+                  "| MAE (years) | " + " | ".join(f"{r['mae']:.1f}" for r in age["mae_by_band"]) + " |",
+                  "| n | " + " | ".join(str(r["n"]) for r in age["mae_by_band"]) + " |"]
+    framing = m.get("test_framing")
+    if framing:
+        lines += ["", "### Framing: looser and tighter crops than the runtime's", "",
+                  "| crop | accuracy | female recall | male recall |", "|---|---|---|---|"]
+        lines += [f"| {r['framing']} | {pct(r['accuracy'])} | {pct(r['recall_female'])} | {pct(r['recall_male'])} |"
+                  for r in framing]
+    choices = m.get("validation_choices")
+    if choices:
+        lines += ["", "### Chosen on the validation split", "",
+                  f"- Flip averaging (each face and its mirror image): "
+                  f"{'on' if choices['flip_average'] else 'off'}; validation accuracy "
+                  f"{pct(choices['val_accuracy_flip_on'])} with it, {pct(choices['val_accuracy_flip_off'])} "
+                  f"without; {choices['ms_per_face_flip_on']:.2f} vs {choices['ms_per_face_flip_off']:.2f} ms "
+                  "per face (in video it is paid once per track, not per frame).",
+                  f"- Calibration: temperature {choices['temperature']:.3f}; expected calibration error on "
+                  f"validation {choices['val_ece_before']:.4f} before, {choices['val_ece_after']:.4f} after.",
+                  "- Uncertain band: the narrowest around the threshold holding "
+                  f"{pct(choices['uncertain_share_target'])} of validation faces ({pct(choices['val_uncertain'])} "
+                  "there)."]
+    return lines
+
+
 def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list[str], reproduce: str) -> str:
     m = meta["metrics"]
     test, masked = m["test"], m["test_masked"]
@@ -100,8 +164,18 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
     child = m.get(child_key) if child_key else None
     sizes = meta.get("split_sizes", {})
     gap = abs(test["recall_female"] - test["recall_male"]) * 100
+    data = meta.get("data") or {"name": "UTKFace", "licence": "UTKFace: non-commercial research only"}
+    utk = data["name"] == "UTKFace"
+    data_lines = ([f"- {meta['training_data']}. UTKFace: 23,704 aligned face photos (non-commercial research "
+                   "licence; the images' copyright stays with their owners), labels with ~3-5 % noise."]
+                  if utk else
+                  [f"- **{data['name']}**, given by the user: {data.get('images', '?')} images "
+                   f"({', '.join(f'{n} {k}' for k, n in (data.get('by_label') or {}).items())}); licence: "
+                   f"{data['licence']}. Sources: {', '.join(data.get('sources') or []) or 'not recorded'}."])
+    use_limit = ("Because the training data is UTKFace, the model is for non-commercial research only."
+                 if utk else f"The data's licence ({data['licence']}) decides what the model may be used for.")
     lines = [
-        "# Model card: gender_vgg16_int8",
+        f"# Model card: {Path(meta['model']).stem}",
         "",
         "_Generated by `python -m training card` from the exporter's measurements "
         f"(`{Path(meta['model']).with_suffix('.json').name}`); do not edit numbers by hand._",
@@ -121,11 +195,10 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         "## Intended use",
         "A demo and research tool for real-time video annotation (webcam overlay, batch video/image "
         "annotation, Raspberry Pi). Not for identification, surveillance, access control, or any decision "
-        "about a person. Because the training data is UTKFace, the model is for non-commercial research only.",
+        f"about a person. {use_limit}",
         "",
         "## Data",
-        f"- {meta['training_data']}. UTKFace: 23,704 aligned face photos (non-commercial research licence; "
-        "the images' copyright stays with their owners), labels with ~3-5 % noise.",
+        *data_lines,
         "- Crops are made by the runtime's own detector and crop code (`python -m training prepare`), "
         "so training and use see the same framing.",
         "- Fixed seeded split stratified by gender × age band × race; byte-identical duplicates are kept "
@@ -135,9 +208,9 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         f"{sizes.get('test_age_13_plus')}. Training and model selection used train and validation only; "
         "the test split was used once, for this report.",
         "",
-        "## Results on the UTKFace test split (never used for training or selection)",
+        f"## Results on the {data['name']} test split (never used for training or selection)",
         "",
-        "| people aged ≥ 13 | accuracy | balanced | female recall | male recall | uncertain | float32 accuracy |",
+        "| faces | accuracy | balanced | female recall | male recall | uncertain | float32 accuracy |",
         "|---|---|---|---|---|---|---|",
         f"| unmasked | {pct(test['accuracy'])} | {pct(test['balanced_accuracy'])} | {pct(test['recall_female'])} "
         f"| {pct(test['recall_male'])} | {pct(test.get('uncertain'))} | {pct(test.get('float_accuracy'))} |",
@@ -164,6 +237,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         "",
         group_tables(m["test_masked_by_group"]),
     ]
+    lines += v2_sections(m)
     if m.get("test_by_face_px"):
         lines += ["", "### Accuracy vs face size", "",
                   "Test faces shrunk to N px wide and scaled back up (what a small, far face gives the model):", "",

@@ -44,6 +44,43 @@ class Item:
     race: str | None = None
     source: str = ""
     group: str = ""
+    split: str = ""  # "val"/"test" for faces from an explicit --val/--test folder
+
+
+def stratified_sample(items: list[Item], n: int, seed: int) -> list[Item]:
+    """``n`` items drawn at random with ``seed``, each label in proportion to its share (a plain
+    slice of a sorted list would take the first label only)."""
+    import random
+
+    if n >= len(items):
+        return list(items)
+    rng = random.Random(seed)
+    by_label: dict[str, list[Item]] = {}
+    for item in items:
+        by_label.setdefault(item.gender, []).append(item)
+    out: list[Item] = []
+    labels = sorted(by_label)
+    for k, label in enumerate(labels):
+        group = by_label[label]
+        take = n - len(out) if k == len(labels) - 1 else round(n * len(group) / len(items))
+        out += rng.sample(group, min(take, len(group)))
+    log.info("--limit %d: sampled %s", n, ", ".join(f"{sum(i.gender == lab for i in out)} {lab}" for lab in labels))
+    return out
+
+
+def describe_data(args: object, items: list[Item]) -> dict:
+    """What the data is, for the metadata and the card: name, licence, counts, where it came from."""
+    utk = bool(getattr(args, "utkface", None))
+    folders = [*(getattr(args, "folder", None) or []), *(getattr(args, "val", None) or []),
+               *(getattr(args, "test", None) or [])]
+    name = getattr(args, "data_name", None) or " + ".join(
+        (["UTKFace"] if utk else []) + [Path(f).name for f in folders])
+    licence = getattr(args, "data_licence", None) or (
+        "UTKFace: non-commercial research only" if utk and not folders else
+        "not stated (give --data-licence)")
+    return {"name": name, "licence": licence, "sources": (["utkface"] if utk else []) + [str(f) for f in folders],
+            "images": len(items), "by_label": {lab: sum(i.gender == lab for i in items) for lab in LABELS},
+            "has_ages": any(i.age is not None for i in items)}
 
 
 @dataclass
@@ -144,7 +181,8 @@ def crops_from_items(
 
 def prepare(
     items: list[Item], out: Path, size: int = 128, margin: float = DEFAULT_MARGIN,
-    extra_report: dict | None = None, context: float = 1.0,
+    extra_report: dict | None = None, context: float = 1.0, split_seed: int | None = None,
+    fractions: dict[str, float] | None = None,
 ) -> dict:
     """Detect, crop and cache ``items`` into ``out``; returns the report (also saved).
 
@@ -167,14 +205,19 @@ def prepare(
             continue
         records.append(Record(len(records), str(item.path), item.gender,
                               "" if item.age is None else item.age, item.race or "", item.source,
-                              round(score, 4), item.group))
+                              round(score, 4), item.group, item.split))
         crops.append(crop)
         marks.append(points if points is not None else np.full((468, 2), np.nan, np.float32))
     if not records:
         raise UserError("no faces found in any image; nothing to cache")
-    from .split import assign_splits
+    from .split import SEED, assign_splits
 
-    assign_splits(records)
+    free = [r for r in records if not r.split]  # faces of explicit --val/--test folders keep their split
+    assign_splits(free, SEED if split_seed is None else split_seed, fractions)
+    for split in ("train", "val"):
+        if not any(r.split == split for r in records):
+            raise UserError(f"the {split} split is empty ({len(records)} faces); use more images, or other "
+                            "--val-fraction/--test-fraction, or give --val DIR")
     _save_array(out / "crops.npy", np.stack(crops))
     _save_array(out / "landmarks.npy", np.stack(marks).astype(np.float16))
     write_meta(out / "meta.csv", records)

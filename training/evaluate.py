@@ -280,16 +280,19 @@ def plot_confusion(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     conf = report["confusion"]
-    counts = np.array(conf["counts"], dtype=float)
+    # What users see: female / male / uncertain (the band around the threshold).
+    counts = np.array(conf.get("counts_with_uncertain", conf["counts"]), dtype=float)
+    columns = conf.get("columns_with_uncertain", conf["classes"])
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (r, c), n in np.ndenumerate(counts):
         ax.text(c, r, f"{int(n)}\n{shares[r, c]:.0%}", ha="center", va="center",
                 color="white" if shares[r, c] > 0.6 else "black")
-    ax.set_xticks(range(2), conf["classes"])
-    ax.set_yticks(range(2), conf["classes"])
-    ax.set_xlabel(f"predicted (female when p_female >= {report['threshold']:.3f})")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(conf["classes"])), conf["classes"])
+    lo, hi = report["uncertain_band"]
+    ax.set_xlabel(f"shown label (uncertain when {lo:.2f} <= p_female < {hi:.2f})")
     ax.set_ylabel("true")
     ax.set_title(f"n={report['n']}, accuracy {report['accuracy']:.3f}")
     _save_figure(fig, path)

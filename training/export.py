@@ -26,7 +26,7 @@ from realtime.classifier import APPARENT_AGE, P_FEMALE, GenderClassifier, ModelI
 from realtime.errors import UserError
 
 from .data import Cache, load_cache
-from .masks import load_templates
+from .masks import load_templates, resolve_templates
 from .metrics import (
     age_metrics,
     band_for_share,
@@ -60,7 +60,9 @@ def int8_tflite(model, representative: Iterable[np.ndarray]) -> bytes:
         model.export(tmp, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x.astype(np.float32)] for x in representative)
+        items = list(representative)
+        converter.representative_dataset = lambda: ([x.astype(np.float32)] for x in tqdm(
+            items, desc="int8 calibration", unit="crop", leave=False))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -133,7 +135,7 @@ class Splits:
 
 
 def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float = 0.5,
-           rep_samples: int = 300, mask_templates: Path | None = None, min_age: int = 13,
+           rep_samples: int = 300, mask_templates: str | Path | None = "bundled", min_age: int = 13,
            threads: int = 2, training_note: str = "", limit: int = 0, flip: str = "auto",
            uncertain_share: float = 0.05) -> dict:
     """Convert ``checkpoint`` to int8 at ``size`` px and write it with its metadata to ``out``.
@@ -151,7 +153,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
     if flip not in ("auto", "on", "off"):
         raise UserError(f"--flip must be auto, on or off, got {flip!r}")
     cache = load_cache(data)
-    templates = load_templates(mask_templates) if mask_templates else []
+    templates = load_templates(resolve_templates(mask_templates))
     model = keras.models.load_model(checkpoint)
     age_head = has_age_head(model)
     region = run_config(checkpoint).get("face_region", "full")
@@ -270,6 +272,12 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             meta["child_age"] = float(min_age)
             meta["training_data"] = ("UTKFace (non-commercial research licence), all ages; the gender loss of "
                                      f"faces under {min_age} down-weighted")
+        cache_report = data / "report.json"
+        described = json.loads(cache_report.read_text()).get("data") if cache_report.is_file() else None
+        if described:
+            meta["data"] = described
+            if described.get("name") != "UTKFace":
+                meta["training_data"] = f"{described['name']} (licence: {described['licence']})"
         tmp_out = out.with_name(out.name + ".partial")
         tmp_out.write_bytes(tflite)
         meta_path = out.with_suffix(".json")

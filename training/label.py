@@ -36,15 +36,22 @@ Every move (an undo too) is appended to DATASET/relabel_log.csv with the columns
 time, file, from, to, p_female, moved_to; DATASET/.label_state.json follows the move when the
 dataset was made with this tool.
 
-Unreadable images are reported as warnings, skipped, and counted in the summary at the end.
+Unreadable images (and images over 50 megapixels, measured from their header before decoding)
+are reported as warnings, skipped, and counted in the summary at the end.
+
+The state file is untrusted input: it is checked entry by entry when it is read, and anything
+malformed (an unknown decision, a copy's path that leaves its class folder, ...) stops the tool
+with one error line naming the file. Undo deletes only a copy inside the dataset.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import filecmp
 import hashlib
+import io
 import json
 import logging
 import os
@@ -66,7 +73,7 @@ from realtime.classifier import UNCERTAIN, GenderClassifier, Prediction
 from realtime.crop import largest_box
 from realtime.errors import UserError
 from realtime.face_detector import Detection, FaceDetector
-from realtime.sources import IMAGE_EXTENSIONS, read_image
+from realtime.sources import IMAGE_EXTENSIONS, ImageTooLargeError, read_image_limited
 
 from .data import LABELS, folder_items
 
@@ -111,6 +118,7 @@ class Item:
     label: str | None = None
     faces: list[Detection] | None = None  # None: not analysed yet
     prediction: Prediction | None = None
+    problem: str | None = None  # why it could not be read
 
     @property
     def key(self) -> str:
@@ -127,14 +135,22 @@ def _other(label: str) -> str:
 
 # -- files ------------------------------------------------------------------------------------
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    """Write JSON to a temp file beside ``path``, fsync it, then rename it over ``path``.
+
+    A failed write (disk full, read-only, permissions) leaves ``path`` as it was, removes the temp
+    file and raises :class:`UserError` with one line."""
     tmp = path.with_name(f"{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def free_name(folder: Path, source: Path, reuse_identical: bool = False) -> Path:
@@ -185,18 +201,92 @@ def check_writable(folder: Path, what: str) -> None:
         raise UserError(f"{what} {folder} is not writable: {exc.strerror or exc}") from exc
 
 
+ENTRY_KEYS = frozenset({"decision", "dest", "time", "copied", "relabelled"})
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_dest(dest: Any, decision: str) -> str | None:
+    """Why ``dest`` is not a copy's place in the dataset (None when it is): a relative POSIX path
+    inside the ``decision`` folder, with no ``..``, no absolute part and no backslash."""
+    if not isinstance(dest, str) or not dest:
+        return "dest is not a path"
+    if "\\" in dest or "\0" in dest or dest.startswith("/") or (len(dest) > 1 and dest[1] == ":"):
+        return f"dest {_short(dest)} is not a relative path"
+    parts = dest.split("/")
+    if any(part in ("", ".", "..") for part in parts) or len(parts) < 2:
+        return f"dest {_short(dest)} points outside its class folder"
+    if parts[0] != decision:
+        return f"dest {_short(dest)} is not in the {decision}/ folder"
+    return None
+
+
+def check_entry(key: Any, entry: Any) -> str | None:
+    """Why one state entry is malformed (None when it is well formed)."""
+    if not isinstance(key, str) or not key:
+        return "an entry without a file name"
+    if not isinstance(entry, dict):
+        return "not an object"
+    unknown = set(entry) - ENTRY_KEYS
+    if unknown:
+        return f"unknown field {_short(sorted(unknown)[0])}"
+    decision = entry.get("decision")
+    if decision not in (*LABELS, "skip"):
+        return f"decision {_short(decision)} is not female, male or skip"
+    dest = entry.get("dest")
+    if decision == "skip":
+        if dest is not None:
+            return "a skipped image with a copy"
+    else:
+        problem = check_dest(dest, decision)
+        if problem:
+            return problem
+    for name in ("time", "relabelled"):
+        if name in entry and not isinstance(entry[name], str):
+            return f"{name} is not text"
+    if "copied" in entry and not isinstance(entry["copied"], bool):
+        return "copied is not true or false"
+    return None
+
+
 def load_state(path: Path) -> dict[str, dict[str, Any]]:
-    """The ``entries`` of a state file (empty when there is none)."""
+    """The ``entries`` of a state file (empty when there is none), every one checked.
+
+    Anything malformed raises :class:`UserError`: one line naming the file and the first problem."""
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        entries = data["entries"]
-        if data.get("version") != STATE_VERSION or not isinstance(entries, dict):
-            raise ValueError(f"unknown state version {data.get('version')!r}")
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown state version {_short(data.get('version'))}")
+        entries = data.get("entries")
+        if not isinstance(entries, dict):
+            raise ValueError("no entries object")
+        for key, entry in entries.items():
+            problem = check_entry(key, entry)
+            if problem:
+                raise ValueError(f"entry {_short(key)}: {problem}")
         return entries
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"state file {path} is damaged ({exc}); move it away to start over") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = " ".join(reason.split())  # one line, whatever the file held
+        raise UserError(f"state file {path} is damaged ({reason}); move it away to start over") from exc
+
+
+def inside(root: Path, rel: str) -> Path | None:
+    """``root / rel`` when its folder really is inside ``root`` (symbolic links followed), else None."""
+    path = root / rel
+    try:
+        if path.parent.resolve().is_relative_to(root.resolve()):
+            return path
+    except (OSError, RuntimeError):
+        pass
+    return None
 
 
 def save_state(path: Path, entries: dict[str, dict[str, Any]]) -> None:
@@ -222,9 +312,15 @@ class Analyser:
         return faces
 
     def load(self, item: Item) -> np.ndarray | None:
-        """The image (None when unreadable); analyses ``item`` the first time."""
-        image = read_image(item.path)
+        """The image (None when unreadable, with ``item.problem`` saying why); analyses ``item`` the
+        first time. Its pixels are counted from its header before it is decoded."""
+        try:
+            image = read_image_limited(item.path)
+        except ImageTooLargeError as exc:
+            item.problem = f"it is {exc}"
+            return None
         if image is None:
+            item.problem = "unreadable or not an image"
             return None
         if item.faces is None:
             item.faces = self.faces(image)
@@ -273,7 +369,7 @@ class _Queue:
         item = item or self.queue[0]
         self.queue.remove(item)
         self.unreadable.append(item.path)
-        log.warning("unreadable image skipped: %s", item.path)
+        log.warning("unreadable image skipped: %s (%s)", item.path, item.problem or "unreadable or not an image")
 
     def order(self, key: Callable[[Item], float]) -> None:
         """Reorder the queue by ``key`` (smallest first; ties keep their order)."""
@@ -318,7 +414,13 @@ class LabelSession(_Queue):
             raise ValueError(f"label must be one of {LABELS}, got {label!r}")
         item = self._pop()
         dest, copied = self._copy(item.path, self.out / label)
-        self._record(item, label, dest.relative_to(self.out).as_posix(), copied)
+        try:
+            self._record(item, label, dest.relative_to(self.out).as_posix(), copied)
+        except UserError:  # the state could not be saved: no copy it does not know about
+            if copied:
+                dest.unlink(missing_ok=True)
+            self.queue.appendleft(item)
+            raise
         return dest
 
     def skip(self) -> None:
@@ -331,16 +433,32 @@ class LabelSession(_Queue):
         if key is None:
             return None
         entry = self.entries.pop(key)
+        try:
+            save_state(self.state_path, self.entries)
+        except UserError:
+            self.entries[key] = entry
+            raise
         dest = entry.get("dest")
         if dest and entry.get("copied", True) and not any(e.get("dest") == dest
                                                           for e in self.entries.values()):
-            (self.out / dest).unlink(missing_ok=True)
-        save_state(self.state_path, self.entries)
+            self._delete_copy(dest)
         item = self.items[key]
         if item in self.queue:
             self.queue.remove(item)
         self.queue.appendleft(item)
         return item
+
+    def _delete_copy(self, dest: str) -> None:
+        """Delete a copy this tool made, only ever inside the dataset's class folders (``dest`` was
+        checked when the state was read; a folder that is a link to elsewhere is caught here)."""
+        path = inside(self.out, dest) if check_dest(dest, dest.split("/")[0]) is None else None
+        if path is None or dest.split("/")[0] not in LABELS:
+            log.warning("undo: not deleting %s: it is not inside %s", dest, self.out)
+            return
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("undo: could not delete %s: %s", path, exc.strerror or exc)
 
     def _pop(self) -> Item:
         if not self.queue:
@@ -348,11 +466,16 @@ class LabelSession(_Queue):
         return self.queue.popleft()
 
     def _record(self, item: Item, decision: str, dest: str | None, copied: bool = False) -> None:
+        before = dict(self.entries)
         self.entries.pop(item.key, None)  # a re-decided image moves to the end of the history
         self.entries[item.key] = {"decision": decision, "dest": dest, "time": _now()}
         if dest is not None and not copied:
             self.entries[item.key]["copied"] = False  # an identical file was there: undo keeps it
-        save_state(self.state_path, self.entries)
+        try:
+            save_state(self.state_path, self.entries)
+        except UserError:
+            self.entries = before
+            raise
 
     @staticmethod
     def _copy(source: Path, folder: Path) -> tuple[Path, bool]:
@@ -453,7 +576,11 @@ class ReviewSession(_Queue):
         """Move the current image into the other class (or ``to``); returns its new path."""
         item = self.queue.popleft()
         old = item.path
-        self._move(item, to or _other(item.label or ""))
+        try:
+            self._move(item, to or _other(item.label or ""))
+        except UserError:
+            self.queue.appendleft(item)
+            raise
         self.history.append((item, old))
         self.moved += 1
         return item.path
@@ -481,15 +608,15 @@ class ReviewSession(_Queue):
             os.replace(old, new)
         except OSError as exc:
             raise UserError(f"cannot move {old} to {folder}: {exc.strerror or exc}") from exc
-        item.path, item.label = new, to
         old_rel, new_rel = old.relative_to(self.root).as_posix(), new.relative_to(self.root).as_posix()
         p = f"{item.prediction.p_female:.4f}" if item.prediction else ""
-        new_log = not self.log_path.exists()
-        with self.log_path.open("a", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            if new_log:
-                writer.writerow(LOG_COLUMNS)
-            writer.writerow([_now(), old_rel, frm, to, p, new_rel])
+        try:
+            append_log(self.log_path, [_now(), old_rel, frm, to, p, new_rel])
+        except UserError:
+            with contextlib.suppress(OSError):
+                os.replace(new, old)  # no move the log does not know about
+            raise
+        item.path, item.label = new, to
         log.info("moved %s -> %s", old_rel, new_rel)
         _follow_in_state(self.root / STATE_NAME, old_rel, new_rel, to)
 
@@ -524,6 +651,34 @@ class ReviewSession(_Queue):
         log.info("summary: moved %d, kept %d, unreadable %d, left %d of %d (log: %s)", self.moved,
                  self.kept, len(self.unreadable), len(self.queue), self.total, self.log_path)
         _report_unreadable(self.unreadable)
+
+
+def append_log(path: Path, row: Sequence[str]) -> None:
+    """Append one row to the relabel log (with the header when the log is new), whole or not at all:
+    a failed write is cut off again and raises :class:`UserError`."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            writer.writerow(LOG_COLUMNS)
+        writer.writerow(row)
+        data = text.getvalue().encode("utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _disagreement(item: Item) -> float:
@@ -760,5 +915,6 @@ def _review_session(args: argparse.Namespace) -> tuple[ReviewSession, Callable[[
         raise UserError(f"no images in {root}/female or {root}/male")
     for label in LABELS:
         check_writable(root / label, "dataset folder")
+    load_state(root / STATE_NAME)  # a damaged state file stops the review now, not after a move
     # most disputed first: p(male) for images in female/, p(female) for images in male/
     return ReviewSession(root, items), lambda item: -_disagreement(item)

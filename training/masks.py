@@ -21,6 +21,10 @@ from .landmarks import CHIN, LEFT_CHEEK, RIGHT_CHEEK
 
 log = logging.getLogger(__name__)
 
+# MaskTheFace templates (MIT), frontal ones downscaled, shipped with the package: masked
+# augmentation works out of the box (scripts/downscale_mask_templates.py made them).
+BUNDLED_TEMPLATES = Path(__file__).resolve().parent / "mask_templates"
+
 # Lower face oval from the right cheek, round the chin, to the left cheek (mesh indices).
 LOWER_OVAL = [454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172,
               58, 132, 93, 234]
@@ -42,13 +46,36 @@ class Template:
     anchors: np.ndarray  # 6 x 2 in template pixels, order a..f
 
 
-def load_templates(folder: Path, frontal_only: bool = True) -> list[Template]:
+def resolve_templates(value: str | Path | None) -> Path | None:
+    """``--mask-templates``: ``bundled`` (the default), ``none`` (drawn masks only) or a folder,
+    which must exist and hold ``masks.cfg``."""
+    from realtime.errors import UserError
+
+    if value is None or str(value) == "bundled":
+        return BUNDLED_TEMPLATES
+    if str(value) == "none":
+        return None
+    folder = Path(value)
+    if not (folder / "masks.cfg").is_file():
+        raise UserError(f"--mask-templates {folder}: no masks.cfg there (give a MaskTheFace masks folder, "
+                        "'bundled' or 'none')")
+    return folder
+
+
+def load_templates(folder: Path | None, frontal_only: bool = True) -> list[Template]:
     """Read MaskTheFace templates (``masks.cfg`` + ``templates/*.png``); [] when absent."""
+    if folder is None:
+        return []
     cfg_path = folder / "masks.cfg"
     if not cfg_path.is_file():
         return []
     cfg = configparser.ConfigParser()
-    cfg.read(cfg_path)
+    try:
+        cfg.read(cfg_path)
+    except configparser.Error as exc:
+        from realtime.errors import UserError
+
+        raise UserError(f"{cfg_path}: not a valid masks.cfg ({exc})") from exc
     templates = []
     for name in cfg.sections():
         sec = cfg[name]

@@ -24,7 +24,8 @@ from realtime.errors import UserError
 
 from .augment import AugmentConfig, augment, masked_copy
 from .data import Cache, load_cache
-from .masks import Template, load_templates
+from .errors import TrainingInterruptedError
+from .masks import Template, load_templates, resolve_templates
 from .model import base_model, build_model, has_age_head
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,12 @@ class TrainConfig:
     data: str
     run: str
     weights: str = "none"
-    schedule: list[tuple[int, int]] = field(default_factory=lambda: [(64, 8), (96, 2)])
+    schedule: list[tuple[int, int]] = field(default_factory=lambda: [(64, 12)])
     batch_size: int = 32
     lr: float = 1e-4
     min_lr_ratio: float = 0.05
     frozen_epochs: int = 2  # phase 1 (frozen base) when weights are pretrained
+    unfrozen_lr_scale: float = 0.1  # phase 2 (whole network) of a pretrained start runs at this x the rate
     min_age: int = 13  # gender is validated on people this old or older
     train_min_age: int | None = None  # None: min_age without the age head, all ages with it
     age_head: bool = False
@@ -69,8 +71,11 @@ def parse_schedule(text: str) -> list[tuple[int, int]]:
 class CropSequence(keras.utils.PyDataset):
     """Batches of augmented crops at one input size, reshuffled each epoch, class-balanced.
 
-    With ``age_head`` the targets are ``{"p_female", "age"}``; faces under ``adult_age`` weigh
-    ``child_weight`` in the gender loss (children's faces carry little gender signal)."""
+    The order of an epoch and the augmentation of each batch are functions of ``(seed, epoch,
+    step)`` only (:meth:`set_epoch`), so a run is repeatable and a run resumed in the middle of an
+    epoch sees exactly the batches it had not seen yet. With ``age_head`` the targets are
+    ``{"p_female", "age"}``; faces under ``adult_age`` weigh ``child_weight`` in the gender loss
+    (children's faces carry little gender signal)."""
 
     def __init__(self, cache: Cache, indices: np.ndarray, size: int, batch_size: int,
                  cfg: AugmentConfig, templates: list[Template], seed: int, max_steps: int = 0,
@@ -91,21 +96,28 @@ class CropSequence(keras.utils.PyDataset):
         if age_head:
             child = np.nan_to_num(ages, nan=99) < adult_age
             self.weights = self.weights * np.where(child, child_weight, 1.0).astype(np.float32)
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(indices))
+        self.seed = seed
         self.max_steps = max_steps
         self.region = region
+        self.set_epoch(0)
 
-    def __len__(self) -> int:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Order the crops for ``epoch`` and start ``skip`` batches into it."""
+        self.epoch, self.skip = epoch, skip
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
+
+    @property
+    def steps_per_epoch(self) -> int:
         n = math.ceil(len(self.indices) / self.batch_size)
         return min(n, self.max_steps) if self.max_steps else n
 
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.indices))
+    def __len__(self) -> int:
+        return max(1, self.steps_per_epoch - self.skip)
 
     def __getitem__(self, i: int):
-        pos = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        rng = np.random.default_rng(self.rng.integers(1 << 62))
+        step = i + self.skip
+        pos = self.order[step * self.batch_size : (step + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, step])
         batch = np.empty((len(pos), self.size, self.size, 3), np.float32)
         for k, p in enumerate(pos):
             idx = self.indices[p]
@@ -154,21 +166,49 @@ def balanced_accuracy(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> t
 class EpochEnd(keras.callbacks.Callback):
     """Validate (plain + masked), write history, curves, last/best checkpoints and state."""
 
-    def __init__(self, trainer: Trainer, size: int):
+    def __init__(self, trainer: Trainer, size: int, resumed: bool = False):
         super().__init__()
-        self.trainer, self.size = trainer, size
+        self.trainer, self.size, self.resumed = trainer, size, resumed
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.trainer.end_epoch(self.model, epoch, self.size, logs or {})
+        self.trainer.end_epoch(self.model, epoch, self.size, logs or {}, self.resumed)
+
+
+class StepCounter(keras.callbacks.Callback):
+    """Counts finished steps of the current epoch, so Ctrl-C can keep them."""
+
+    def __init__(self, trainer: Trainer, skip: int):
+        super().__init__()
+        self.trainer, self.skip = trainer, skip
+        trainer.steps_done = skip
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.trainer.steps_done = self.skip + batch + 1
+
+
+SHIPPED = "shipped"
+
+
+def resolve_weights(weights: str) -> str:
+    """``shipped`` → the shipped model's float16 weights if the package has them, else the shipped
+    int8 model itself (dequantised)."""
+    if weights != SHIPPED:
+        return weights
+    from realtime.paths import GENDER_MODEL, MODELS_DIR
+
+    snapshot = MODELS_DIR / "gender_vgg16_float16.npz"
+    return str(snapshot if snapshot.is_file() else GENDER_MODEL)
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, force: bool = False):
         self.cfg = cfg
         self.run = Path(cfg.run)
-        self.run.mkdir(parents=True, exist_ok=True)
+        if not resume and not force and ((self.run / "state.json").is_file() or (self.run / "last.keras").is_file()):
+            raise UserError(f"{self.run} already holds a training run; continue it with --resume, or start over "
+                            "(deleting its history and checkpoints) with --force")
         self.cache = load_cache(Path(cfg.data))
-        self.templates = load_templates(Path(cfg.mask_templates)) if cfg.mask_templates else []
+        self.templates = load_templates(resolve_templates(cfg.mask_templates))
         train_min_age = cfg.train_min_age
         if train_min_age is None:
             train_min_age = 0 if cfg.age_head else cfg.min_age
@@ -185,9 +225,22 @@ class Trainer:
         self.age_val = ages
         self.val_adult = ~(np.nan_to_num(ages, nan=99) < cfg.min_age)
         self._val_cache: dict[tuple[int, bool], np.ndarray] = {}
+        self.weights = resolve_weights(cfg.weights)
+        if self.weights not in ("none", "imagenet") and not Path(self.weights).is_file():
+            raise UserError(f"--weights {cfg.weights}: file not found")
+        self.run.mkdir(parents=True, exist_ok=True)  # only once the run can start
         self.state = self._load_state()
         self.total_epochs = sum(e for _, e in cfg.schedule)
         self.epoch_started = time.time()
+        self.steps_done = 0
+        self.current_lr = cfg.lr
+        keras.utils.set_random_seed(cfg.seed)
+        try:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        except (ImportError, AttributeError, RuntimeError):  # other Keras backends: seeds only
+            pass
 
     # -- state ----------------------------------------------------------------------------
     def _load_state(self) -> dict:
@@ -221,20 +274,23 @@ class Trainer:
         return floor + 0.5 * (self.cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
 
     def pretrained(self) -> bool:
-        return self.cfg.weights != "none"
+        return self.weights != "none"
 
     # -- main loop ------------------------------------------------------------------------
     def fit(self, resume: bool) -> dict:
         last = self.run / "last.keras"
+        resumed_after = -1
         if resume and last.is_file():
             model = keras.models.load_model(last)
+            resumed_after = self.state["epochs_done"]
             log.info("resumed %s after %d epochs", last, self.state["epochs_done"])
         else:
             if resume:
                 log.warning("no checkpoint in %s; starting a new run", self.run)
             self.state = self._new_state()
-            (self.run / "history.csv").unlink(missing_ok=True)
-            model = build_model(self.cfg.weights, age_head=self.cfg.age_head)
+            for name in ("history.csv", "curves.png", "best.keras", "last.keras"):
+                (self.run / name).unlink(missing_ok=True)
+            model = build_model(self.weights, age_head=self.cfg.age_head)
             self._compile(model, self.lr_at(0), trainable_base=not self.pretrained())
         aug = AugmentConfig(mask_prob=self.cfg.mask_prob)
         start = 0
@@ -247,7 +303,7 @@ class Trainer:
             first = max(start, done)
             log.info("training at %d px, epochs %d..%d of %d", size, first + 1, end, self.total_epochs)
             seq = CropSequence(self.cache, self.train_idx, size, self.cfg.batch_size, aug,
-                               self.templates, seed=self.cfg.seed * 1000 + first, max_steps=self.cfg.max_steps,
+                               self.templates, seed=self.cfg.seed, max_steps=self.cfg.max_steps,
                                region=self.cfg.face_region, age_head=self.cfg.age_head,
                                adult_age=self.cfg.min_age, child_weight=self.cfg.child_gender_weight)
             for epoch in range(first, end):
@@ -256,12 +312,42 @@ class Trainer:
                     return self.state
                 frozen = self.pretrained() and epoch < self.cfg.frozen_epochs
                 lr = self.lr_at(epoch)
+                if self.pretrained() and not frozen:
+                    lr *= self.cfg.unfrozen_lr_scale  # fine-tuning: a low rate keeps what the weights know
                 self._set_phase(model, frozen, lr)
+                self.current_lr = lr
+                partial = self.state.get("partial") or {}
+                skip = int(partial.get("steps", 0)) if partial.get("epoch") == epoch else 0
+                if skip:
+                    log.info("epoch %d: going on after step %d of %d", epoch + 1, skip, seq.steps_per_epoch)
+                seq.set_epoch(epoch, skip)
                 self.epoch_started = time.time()
-                model.fit(seq, epochs=epoch + 1, initial_epoch=epoch, verbose=1 if sys.stdout.isatty() else 2,
-                          callbacks=[EpochEnd(self, size)])
+                try:
+                    model.fit(seq, epochs=epoch + 1, initial_epoch=epoch, verbose=1 if sys.stdout.isatty() else 2,
+                              callbacks=[StepCounter(self, skip),
+                                         EpochEnd(self, size, resumed=bool(skip) or epoch == resumed_after)])
+                except KeyboardInterrupt:
+                    raise self._interrupted(model, epoch, seq.steps_per_epoch) from None
             start = end
         return self.state
+
+    def _interrupted(self, model: keras.Model, epoch: int, steps_per_epoch: int) -> TrainingInterruptedError:
+        """Keep the finished steps of this epoch in last.keras and say how to go on."""
+        steps = self.steps_done
+        if steps > 0 and steps < steps_per_epoch:
+            model.save(self.run / "last.partial.keras")
+            (self.run / "last.partial.keras").replace(self.run / "last.keras")
+            self.state["partial"] = {"epoch": epoch, "steps": steps}
+            self._save_state()
+            kept = (f"{self.state['epochs_done']} epoch(s) and {steps} of {steps_per_epoch} steps of epoch "
+                    f"{epoch + 1}")
+        else:
+            kept = f"{self.state['epochs_done']} epoch(s)"
+        where = self.run / "last.keras"
+        if not where.is_file():
+            return TrainingInterruptedError("interrupted before the first step finished; nothing was kept")
+        return TrainingInterruptedError(f"interrupted: {kept} kept in {where}; continue with the same command "
+                                   "plus --resume")
 
     def _compile(self, model: keras.Model, lr: float, trainable_base: bool) -> None:
         base_model(model).trainable = trainable_base
@@ -305,11 +391,12 @@ class Trainer:
                     out[f"{tag}_adult_gated"] = float((age[adult & known] < self.cfg.min_age).mean())
         return out
 
-    def end_epoch(self, model: keras.Model, epoch: int, size: int, logs: dict) -> None:
+    def end_epoch(self, model: keras.Model, epoch: int, size: int, logs: dict, resumed: bool = False) -> None:
         metrics = self.validate(model, size)
-        row = {"epoch": epoch + 1, "size": size, "lr": self.lr_at(epoch),
+        row = {"epoch": epoch + 1, "size": size, "lr": self.current_lr,
                "loss": logs.get("loss"), "acc": logs.get("acc", logs.get("p_female_acc")), **metrics,
-               "seconds": round(time.time() - self.epoch_started, 1)}
+               "seconds": round(time.time() - self.epoch_started, 1), "resumed": int(resumed)}
+        self.state.pop("partial", None)
         _append_csv(self.run / "history.csv", row)
         score = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2
         model.save(self.run / "last.partial.keras")
@@ -337,12 +424,20 @@ class Trainer:
 
 
 def _append_csv(path: Path, row: dict) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    """Add a row; a column that older rows lack (a run resumed by a newer version) is added empty."""
+    rows: list[dict] = []
+    fields = list(row)
+    if path.is_file():
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            fields = list(reader.fieldnames or []) + [k for k in row if k not in (reader.fieldnames or [])]
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows([*rows, row])
+    tmp.replace(path)
 
 
 def plot_history(csv_path: Path, png_path: Path) -> None:
@@ -356,16 +451,28 @@ def plot_history(csv_path: Path, png_path: Path) -> None:
     if not rows:
         return
     ep = [int(r["epoch"]) for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    has_age = any(r.get("val_age_mae") for r in rows)
+    fig, axes = plt.subplots(1, 3 if has_age else 2, figsize=(15 if has_age else 10, 4))
+    a1, a2 = axes[0], axes[1]
     a1.plot(ep, [float(r["loss"]) for r in rows], marker="o", label="train loss")
-    a1.set_xlabel("epoch")
     a1.set_title("loss")
-    a1.legend()
     for key, label in (("acc", "train (augmented)"), ("val_acc", "val"), ("val_masked_acc", "val masked")):
         a2.plot(ep, [float(r[key]) for r in rows], marker="o", label=label)
-    a2.set_xlabel("epoch")
-    a2.set_title("accuracy")
-    a2.legend()
+    a2.set_title("gender accuracy")
+    if has_age:
+        axes[2].plot(ep, [float(r["val_age_mae"]) for r in rows if r.get("val_age_mae")], marker="o",
+                     label="val age MAE (years)")
+        axes[2].set_title("apparent age")
+    resumes = [int(r["epoch"]) for r in rows if r.get("resumed") == "1"]
+    for ax in axes:
+        # Readable for short runs: whole epochs on the axis, a margin around one or two points.
+        ax.set_xlabel("epoch")
+        ax.set_xlim(min(ep) - 0.5, max(ep) + 0.5)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        for i, x in enumerate(resumes):
+            ax.axvline(x - 0.5, color="grey", linestyle=":", label="resumed" if i == 0 else None)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     tmp = png_path.with_name(png_path.stem + ".partial.png")
     fig.savefig(tmp, dpi=90)
@@ -373,6 +480,6 @@ def plot_history(csv_path: Path, png_path: Path) -> None:
     tmp.replace(png_path)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    return Trainer(cfg).fit(resume)
+def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict:
+    return Trainer(cfg, resume, force).fit(resume)
 
