@@ -1,6 +1,6 @@
 """IoU tracker with per-track smoothing of ``p_female`` and a classification cache policy.
 
-Why not a library: DESIGN.md suggests supervision or norfair. norfair 2.3 pins ``numpy<2``, which
+Why not a library such as supervision or norfair: norfair 2.3 pins ``numpy<2``, which
 clashes with mediapipe 1.2 / numpy 2.4; supervision 0.31 brings PyAV, SciPy, requests and PyYAML
 (~100 MB, slow on a Pi) for a ByteTrack we would use a sliver of, and neither knows our cache
 policy (classify a track only when it is new, grew, or its result is stale). Faces move little

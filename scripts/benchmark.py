@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the realtime pipeline: FPS, per-stage ms, first-frame time, peak RSS (DESIGN.md contract 3).
+"""Benchmark the realtime pipeline: FPS, per-stage ms, first-frame time, peak RSS.
 
 The frames go through ``realtime.pipeline.run`` exactly as in ``python -m realtime``, minus the window
 and the output files: decode, detect, track, classify and draw are all timed; nothing is shown or

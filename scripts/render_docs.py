@@ -97,7 +97,39 @@ def soak() -> str:
             f"cores, so its FPS is no speed figure.)\n")
 
 
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def model_summary() -> str:
+    """The shipped model's headline figures, from its metadata (written by `training export`)."""
+    meta = json.loads((REPO_ROOT / "models" / "gender_vgg16_int8.json").read_text())
+    m = meta["metrics"]
+    test, masked = m["test"], m["test_masked"]
+    child = next((v for k, v in m.items() if k.startswith("test_children_under_")), None)
+    data = (meta.get("data") or {}).get("name", "UTKFace")
+    lines = [f"`models/{meta['model']}` ({meta['size_bytes'] / 1e6:.1f} MB, full-integer int8, "
+             f"{meta['input_size']} x {meta['input_size']} px input). Training: {meta.get('training', '')}", "",
+             f"On the {data} **test split** ({test['n']} people aged ≥ 13; never used for training or model "
+             f"selection), int8, threshold {meta['threshold']} chosen on the validation split:", "",
+             "| | accuracy | female recall | male recall |", "|---|---|---|---|",
+             f"| unmasked | {_pct(test['accuracy'])} | {_pct(test['recall_female'])} | {_pct(test['recall_male'])} |",
+             f"| synthetic masks | {_pct(masked['accuracy'])} | {_pct(masked['recall_female'])} | "
+             f"{_pct(masked['recall_male'])} |"]
+    if child:
+        lines.append(f"| children < 13 ({child['n']}, unmasked) | {_pct(child['accuracy'])} | "
+                     f"{_pct(child['recall_female'])} | {_pct(child['recall_male'])} |")
+    lines += ["", f"int8 agrees with float32 on {_pct(test.get('agreement_with_float'))} of unmasked test faces."]
+    age = m.get("test_age")
+    if age:
+        lines.append(f"Apparent age: MAE {age['mae']:.1f} years on the test split; faces that look under "
+                     f"{age['child_age']:g} are labelled `uncertain` (child): {_pct(age['children_gated'])} of "
+                     f"children, {_pct(age['adults_gated'])} of adults.")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "model-summary": model_summary,
     "soak": soak,
     "detector-parity": detector_parity,
     "detector-speed": detector_speed,

@@ -3,7 +3,7 @@ whole-face vs upper-half models (the face region comes from each checkpoint's ru
 
     python scripts/size_tradeoff.py --data data_cache/utkface128 \
         --model 64=runs/a/best.keras --model 96=runs/b/best.keras --model 128=runs/c/best.keras \
-        --mask-templates ../shared/data/mask_templates --json runs/size_tradeoff.json
+        --mask-templates DATA/mask_templates --json runs/size_tradeoff.json
 
 Each checkpoint is converted to int8 at its size, scored on the validation split (ages >= 13,
 plain and with synthetic masks; never the test split) and timed per face with LiteRT (batch 1,

@@ -3,8 +3,8 @@
   prepare   detect and crop faces (runtime detector + realtime/crop.py) into a cache, with a split
   train     VGG16 on a prepared cache; checkpoints every epoch, --resume
   export    full-integer int8 TFLite + metadata, with a float-vs-int8 parity check
-  evaluate  metrics of a .tflite model on a folder with female/ and male/ (DESIGN.md contract 2)
-  card      write models/MODEL_CARD.md from the measured numbers
+  evaluate  accuracy, recalls, uncertain share, speed and plots of a .tflite model on female/ + male/
+  card      write a model card from the measured numbers
   label     sort an unlabelled folder into female/ and male/ with one key per image
 """
 

@@ -258,8 +258,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
             lines += ["", tradeoff["note"]]
         best = max(tradeoff["rows"], key=lambda r: r["val_accuracy"] + r["val_masked_accuracy"])
         lines += ["", f"Shipped: {meta['input_size']} px. Most accurate at this budget: {best['size']} px. "
-                  "Cost grows with the square of the input side (DESIGN.md: 16 ms per face at 64 px on a "
-                  "2-core AVX2 machine, so only 64 px fits a 20 ms budget there)."]
+                  "Cost grows with the square of the input side (`python scripts/benchmark.py --macs`)."]
     if region:
         lines += ["", "## Masked faces: whole face vs upper half only", "",
                   "Does seed 000's idea (classify only the upper half of the face, above a mask) help? "
