@@ -1,4 +1,9 @@
-"""Drawing: boxes, labels, confidence and FPS, on a copy of the frame (drawing is always last)."""
+"""Drawing: boxes, labels, confidence, FPS and the live window's panels, on a copy of the frame.
+
+Drawing is always last. Order inside :func:`draw_faces`: blur the face regions (frame
+coordinates), mirror the picture for a selfie view, then draw boxes (mirrored with the picture)
+and text (never mirrored).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ class FaceView:
     label: str | None  # None: no result yet
     confidence: float | None
     track_id: int | None = None
+    reason: str | None = None  # why the label is "uncertain" ("child")
+    apparent_age: float | None = None
 
 
 def text_scale(height: int) -> tuple[float, int]:
@@ -48,18 +55,35 @@ def ink_for(background: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def caption(face: FaceView) -> str:
-    """``female 0.93``; ``...`` while a face waits for its first result."""
+    """``female 0.93``; ``uncertain (child)``; ``...`` while a face waits for its first result."""
     if face.label is None:
         return "..."
+    if face.reason:
+        return f"{face.label} ({face.reason})"
     return face.label if face.confidence is None else f"{face.label} {face.confidence:.2f}"
 
 
-def draw_faces(frame: np.ndarray, faces: Sequence[FaceView], fps: float | None = None) -> np.ndarray:
-    """A copy of ``frame`` with every face boxed and labelled, and the FPS in the top-left."""
+def mirror_box(box: tuple[int, int, int, int], width: int) -> tuple[int, int, int, int]:
+    x, y, w, h = box
+    return width - x - w, y, w, h
+
+
+def draw_faces(frame: np.ndarray, faces: Sequence[FaceView], fps: float | None = None, mirror: bool = False,
+               blur: bool = False) -> np.ndarray:
+    """A copy of ``frame`` with every face boxed and labelled, and the FPS in the top-left.
+
+    ``blur`` anonymises each face region first (:mod:`realtime.privacy`); ``mirror`` flips the
+    picture left-right (selfie view) with its boxes, while the text stays readable."""
     out = frame.copy()
+    if blur:
+        from .privacy import blur_faces
+
+        blur_faces(out, [f.box for f in faces], inplace=True)
+    if mirror:
+        out = np.ascontiguousarray(out[:, ::-1])
     scale, thick = text_scale(out.shape[0])
     for face in faces:
-        x, y, w, h = face.box
+        x, y, w, h = mirror_box(face.box, out.shape[1]) if mirror else face.box
         colour = COLOURS.get(face.label or "pending", COLOURS["uncertain"])
         cv2.rectangle(out, (x, y), (x + w, y + h), colour, max(2, thick), cv2.LINE_AA)
         text = caption(face)
@@ -83,6 +107,77 @@ def draw_fps(frame: np.ndarray, fps: float) -> np.ndarray:
     out = frame.copy()
     _put_fps(out, fps)
     return out
+
+
+def _panel(image: np.ndarray, lines: Sequence[str], anchor: str = "top-left",
+           colours: Sequence[tuple[int, int, int]] | None = None) -> None:
+    """Lines of text on a dark, half-transparent box that reads on bright and dark scenes (in place)."""
+    if not lines:
+        return
+    h, w = image.shape[:2]
+    scale, thick = text_scale(h)
+    sizes = [cv2.getTextSize(line, FONT, scale, thick) for line in lines]
+    # Shrink the text until the widest line fits (a 320 px window still shows the whole panel).
+    while max(tw for (tw, _), _ in sizes) + 16 > w and scale > 0.3:
+        scale *= 0.85
+        thick = max(1, int(round(scale * 1.6)))
+        sizes = [cv2.getTextSize(line, FONT, scale, thick) for line in lines]
+    line_h = max(th + base for (_, th), base in sizes) + 6
+    box_w = max(tw for (tw, _), _ in sizes) + 16
+    box_h = line_h * len(lines) + 8
+    x0 = 4 if "left" in anchor else max(0, w - box_w - 4)
+    y0 = 4 if anchor.startswith("top") else max(0, h - box_h - 4)
+    if anchor == "centre":
+        x0, y0 = max(0, (w - box_w) // 2), max(0, (h - box_h) // 2)
+    x1, y1 = min(w, x0 + box_w), min(h, y0 + box_h)
+    region = image[y0:y1, x0:x1]
+    region[:] = (region.astype(np.float32) * 0.35).astype(np.uint8)  # darken what is behind
+    for k, line in enumerate(lines):
+        colour = colours[k] if colours and k < len(colours) else (255, 255, 255)
+        cv2.putText(image, line, (x0 + 8, y0 + 4 + line_h * (k + 1) - 6), FONT, scale, colour, thick, cv2.LINE_AA)
+
+
+@dataclass
+class LiveStatus:
+    """What the live window shows besides the faces."""
+
+    fps: float | None = None
+    faces_now: int = 0
+    seen: dict[str, int] | None = None  # distinct tracks this session by label
+    recording: bool = False
+    paused: bool = False
+    toast: str | None = None  # a short message (e.g. the snapshot's path)
+    show_help: bool = False
+
+
+HELP_LINES = ("space  pause / resume", "s      snapshot (PNG)", "r      start / stop recording",
+              "h      this help", "q/Esc  quit")
+
+
+def draw_status(image: np.ndarray, status: LiveStatus) -> np.ndarray:
+    """Counts panel (top-left), recording/paused badge (top-right), toast (bottom), help (centre);
+    in place, and returned."""
+    lines = []
+    first = f"{status.fps:.1f} FPS  " if status.fps is not None else ""
+    lines.append(f"{first}faces now: {status.faces_now}")
+    colours: list[tuple[int, int, int]] = [(255, 255, 255)]
+    if status.seen is not None:
+        for label in ("female", "male", "uncertain"):
+            lines.append(f"{label}: {status.seen.get(label, 0)} seen")
+            colours.append(COLOURS[label])
+    _panel(image, lines, "top-left", colours)
+    badges = []
+    if status.recording:
+        badges.append("REC")
+    if status.paused:
+        badges.append("PAUSED")
+    if badges:
+        _panel(image, ["  ".join(badges)], "top-right", [(60, 60, 255) if status.recording else (255, 255, 255)])
+    if status.toast:
+        _panel(image, [status.toast], "bottom-left")
+    if status.show_help:
+        _panel(image, ["keys", *HELP_LINES], "centre")
+    return image
 
 
 def contact_sheet(tiles: Sequence[tuple[np.ndarray, str, str]], tile_px: int = 128, columns: int = 8,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from realtime.overlay import FaceView, caption, contact_sheet, draw_faces, draw_fps, ink_for
 
@@ -30,3 +31,55 @@ def test_fps_and_contact_sheet() -> None:
     sheet = contact_sheet(crops, tile_px=64, columns=3)
     assert sheet.shape == (2 * (64 + 36), 3 * 64, 3)
     assert contact_sheet([]).shape[0] > 0  # "no faces found" sheet
+
+
+# -- live window: mirror, blur, panels -------------------------------------------------------------
+from realtime.overlay import HELP_LINES, LiveStatus, draw_status, mirror_box  # noqa: E402
+
+
+def test_mirror_flips_the_picture_and_boxes_but_not_the_text() -> None:
+    frame = np.zeros((120, 200, 3), np.uint8)
+    frame[:, :50] = (0, 0, 255)  # red on the left of the captured frame
+    face = FaceView((10, 20, 40, 40), "female", 0.9, 1)
+    shown = draw_faces(frame, [face], mirror=True)
+    assert shown[100, 195].tolist() == [0, 0, 255]  # the red block is now on the right
+    expected = draw_faces(np.ascontiguousarray(frame[:, ::-1]), [FaceView(mirror_box(face.box, 200), "female", 0.9, 1)])
+    assert np.array_equal(shown, expected)  # same as drawing unmirrored text on the flipped picture
+    assert mirror_box((10, 20, 40, 40), 200) == (150, 20, 40, 40)
+
+
+def test_blur_changes_only_the_face_region() -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    shown = draw_faces(frame, [FaceView((100, 60, 60, 60), None, None)], blur=True)
+    assert not np.array_equal(shown[70:110, 110:150], frame[70:110, 110:150])
+    assert np.array_equal(shown[:, 250:], frame[:, 250:])
+
+
+def test_child_caption() -> None:
+    assert caption(FaceView((0, 0, 1, 1), "uncertain", 0.8, reason="child")) == "uncertain (child)"
+
+
+@pytest.mark.parametrize("size", [(240, 320), (1080, 1920)])
+@pytest.mark.parametrize("level", [0, 255])
+def test_status_panel_is_legible_on_bright_and_dark_scenes(size: tuple[int, int], level: int) -> None:
+    frame = np.full((*size, 3), level, np.uint8)
+    status = LiveStatus(fps=29.7, faces_now=2, seen={"female": 3, "male": 1, "uncertain": 0}, recording=True,
+                        toast="snapshot: snapshots/2026-11-28_12-00-00.png")
+    out = draw_status(frame.copy(), status)
+    h, w = size
+    top_left = out[: h // 2, : int(w * 0.6)]  # the counts panel, not the REC badge on the right
+    ys, xs = np.nonzero(np.any(top_left != level, axis=2))
+    assert len(ys)
+    panel = top_left[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].mean(axis=2)
+    # Light text on a dark box, whatever the scene behind it.
+    assert (panel < 100).mean() > 0.5 and (panel > 200).any()
+    # Nothing is cut off: the last column and row stay the scene except where a panel reaches.
+    assert out.shape == frame.shape
+
+
+def test_help_overlay_lists_the_keys() -> None:
+    frame = np.full((480, 640, 3), 128, np.uint8)
+    out = draw_status(frame.copy(), LiveStatus(show_help=True))
+    centre = out[150:330, 150:490]
+    assert (centre != 128).any() and len(HELP_LINES) == 5
