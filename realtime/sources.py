@@ -347,6 +347,130 @@ def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
     return image if image is not None and image.size else None
 
 
+# Decoded-size guard: a few kB of PNG or JPEG can hold a gigapixel image (gigabytes once decoded).
+# The size comes from the image's own header, read here for the formats the app accepts, before
+# OpenCV decodes anything; content in any other format (HDR, PFM, PNM, Sun raster, TIFF, JPEG 2000,
+# GIF, AVIF ... which OpenCV would also decode, whatever the file's extension) is never decoded.
+MAX_IMAGE_PIXELS = 50_000_000
+IMAGE_FORMATS = "JPEG, PNG, BMP or WebP"
+_JPEG_SEGMENTS = frozenset({*range(0xC0, 0xD0), 0xDB, 0xDC, 0xDD, 0xDE, 0xDF, *range(0xE0, 0xF0),
+                            *range(0xF0, 0xFE), 0xFE})  # markers with a length: SOFn/DHT/DAC, DQT ... APPn, COM
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0 ... SOF15
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header says it has more pixels than allowed (nothing was decoded)."""
+
+    def __init__(self, width: int, height: int, max_pixels: int) -> None:
+        super().__init__(f"{width} x {height} pixels; images are limited to {max_pixels / 1e6:g} megapixels")
+        self.width, self.height, self.max_pixels = width, height, max_pixels
+
+
+def image_format(data: bytes | np.ndarray) -> str | None:
+    """``jpeg``, ``png``, ``bmp`` or ``webp`` from the signature OpenCV also goes by; None otherwise."""
+    head = bytes(data[:16])
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def image_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
+    """``(width, height)`` from the header of a JPEG, PNG, BMP or WebP image, without decoding it.
+
+    None for any other format and for a header that cannot be read the way the decoder reads it
+    (callers treat that as "not an image": nothing is decoded that was not measured first).
+    """
+    fmt = image_format(data)
+    b = bytes(data[:32]) if fmt != "jpeg" else bytes(data)
+    try:
+        if fmt == "png" and b[12:16] == b"IHDR":
+            return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+        if fmt == "bmp":  # OpenCV's BMP decoder: BITMAPINFOHEADER and later (>= 36 bytes), or OS/2 (12)
+            size = int.from_bytes(b[14:18], "little")
+            if size >= 36 and len(b) >= 26:
+                w, h = (int.from_bytes(b[i : i + 4], "little", signed=True) for i in (18, 22))
+                return abs(w), abs(h)
+            if size == 12 and len(b) >= 22:
+                return int.from_bytes(b[18:20], "little"), int.from_bytes(b[20:22], "little")
+            return None
+        if fmt == "webp":
+            chunk = b[12:16]
+            if chunk == b"VP8 " and b[23:26] == b"\x9d\x01\x2a":
+                return (int.from_bytes(b[26:28], "little") & 0x3FFF, int.from_bytes(b[28:30], "little") & 0x3FFF)
+            if chunk == b"VP8L" and b[20] == 0x2F:
+                bits = int.from_bytes(b[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8X":
+                return int.from_bytes(b[24:27], "little") + 1, int.from_bytes(b[27:30], "little") + 1
+            return None
+        if fmt == "jpeg":
+            return _jpeg_size(b)
+    except IndexError:
+        return None
+    return None
+
+
+def _jpeg_size(b: bytes) -> tuple[int, int] | None:
+    """The first frame header (SOFn), walking the marker segments as libjpeg does; None on anything
+    unexpected (libjpeg would skip stray bytes and might find another frame header)."""
+    i, n = 2, len(b)
+    while i < n:
+        if b[i] != 0xFF:
+            return None
+        while i < n and b[i] == 0xFF:  # fill bytes
+            i += 1
+        if i + 3 > n:
+            return None
+        marker = b[i]
+        if marker not in _JPEG_SEGMENTS:  # SOS or EOI before a frame header, RSTn, SOI, reserved
+            return None
+        length = int.from_bytes(b[i + 1 : i + 3], "big")
+        if length < 2:
+            return None
+        if marker in _JPEG_FRAMES:
+            if i + 8 > n:
+                return None
+            return int.from_bytes(b[i + 6 : i + 8], "big"), int.from_bytes(b[i + 4 : i + 6], "big")
+        i += 1 + length
+    return None
+
+
+def decode_image_limited(data: bytes | np.ndarray, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray | None:
+    """:func:`decode_image` for untrusted bytes: only JPEG, PNG, BMP and WebP content, measured from
+    its header first. Raises :class:`ImageTooLargeError` (before decoding) above ``max_pixels``; None when
+    the bytes are not one of those formats or do not decode."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes | bytearray | memoryview) else data
+    size = image_size(buf)
+    if size is None:
+        return None
+    if size[0] * size[1] > max_pixels:
+        raise ImageTooLargeError(size[0], size[1], max_pixels)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. OPENCV_IO_MAX_IMAGE_PIXELS, where a process sets it
+        return None
+    if image is None or not image.size:
+        return None
+    if image.shape[0] * image.shape[1] > max_pixels:  # cannot happen when the header told the truth
+        raise ImageTooLargeError(image.shape[1], image.shape[0], max_pixels)
+    return image
+
+
+def read_image_limited(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray | None:
+    """:func:`decode_image_limited` of a file (None when it cannot be read)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    return decode_image_limited(data, max_pixels)
+
+
 class ImageFileSource(Source):
     kind = "image"
 
@@ -359,7 +483,10 @@ class ImageFileSource(Source):
         _check_file(self.path)
 
     def frames(self) -> Iterator[Frame]:
-        image = read_image(self.path)
+        try:
+            image = read_image_limited(self.path)
+        except ImageTooLargeError as exc:
+            raise SourceError(f"image {self.path} is {exc}") from exc
         if image is None:
             raise SourceError(f"cannot read image {self.path} (corrupt or not an image)")
         yield Frame(0, 0.0, image, self.path.name)
@@ -389,7 +516,12 @@ class ImageFolderSource(Source):
         index = 0
         for path in self.files:
             rel = path.relative_to(self.path).as_posix()
-            image = read_image(path)
+            try:
+                image = read_image_limited(path)
+            except ImageTooLargeError as exc:
+                log.warning("skipping %s: %s", rel, exc)
+                self.skipped.append(rel)
+                continue
             if image is None:
                 log.warning("skipping %s: unreadable or not an image", rel)
                 self.skipped.append(rel)

@@ -128,7 +128,47 @@ def model_summary() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _web_load_rows(r: dict[str, Any], version: str) -> list[str]:
+    rows = []
+    for key, name in (("pixel_limit", "images at the limit"), ("mixed", "images + videos")):
+        s = r[key]
+        img, vid = s["images"], s["videos"]
+        size = f"{s['image']['width']} x {s['image']['height']}"
+        videos = (f"{vid['ok']} / {vid['n']} | {vid['p50_s']:.1f} / {vid['p95_s']:.1f}" if vid.get("n")
+                  else "- | -")
+        rows.append(f"| {name} | {version} | {img['n']} x {size} | {img['ok']} / {img['n']} | {img['p50_s']:.1f} / "
+                    f"{img['p95_s']:.1f} | {videos} | {s['idle_rss_mb']} → **{s['peak_rss_mb']}** |")
+    return rows
+
+
+def web_load() -> str:
+    after = load("web_load.json")
+    before = load("web_load_before.json") if (MEASURED / "web_load_before.json").is_file() else None
+    m = after["mixed"]
+    loads = f"{after['load_average']['before'][0]:.1f}"
+    if before is not None:
+        loads = f"{before['load_average']['before'][0]:.1f} (before) and {loads} (now)"
+    lines = [f"`python scripts/web_load.py` on {machine(after)}, model `{after['model']}`: each row is a freshly "
+             f"started server on 127.0.0.1 receiving every request at once; the mixed rows add "
+             f"{m['videos']['n']} uploads of `{m['video']['file']}` ({m['video']['frames']} frames). Latency: "
+             "an image from request to response, a video from upload to job done. Load average before the "
+             f"run {loads} on {after['cpu']['cores']} cores (other jobs shared them, so the seconds are no "
+             "speed figure; the memory is).", "",
+             "| scenario | version | images | done / sent | image p50 / p95 s | videos done / sent | "
+             "video p50 / p95 s | server RSS MB, idle → peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    reports = [before, after] if before is not None else [after]
+    if before is not None:
+        lines += _web_load_rows(before, "before (decode outside the lock)")
+    lines += _web_load_rows(after, "now")
+    lost = sum(r[k][kind].get("lost", 0) for r in reports for k in ("pixel_limit", "mixed")
+               for kind in ("images", "videos"))
+    lines += ["", f"Requests or jobs lost (not ending in a result) over all rows: {lost}."]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "web-load": web_load,
     "model-summary": model_summary,
     "soak": soak,
     "detector-parity": detector_parity,

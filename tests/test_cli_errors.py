@@ -121,7 +121,7 @@ def test_wrong_shape_model(clip: Path, tmp_path: Path) -> None:
     shutil.copy(Path(__file__).resolve().parent.parent / "models" / "face_landmark.tflite", model)
     write_metadata(model, 192)
     proc = run_realtime("--source", str(clip), "--model", str(model))
-    assert_one_error(proc, "expected 1 input and 1 output")
+    assert_one_error(proc, "2 outputs but its metadata names none")
 
 
 def test_model_without_metadata(colour_model: Path, clip: Path, tmp_path: Path) -> None:

@@ -225,3 +225,49 @@ def test_webcam_shows_live_labels_and_fps(server: str, face_image: np.ndarray, t
     finally:
         context.close()
         playwright.stop()
+
+
+def test_another_site_cannot_upload_delete_or_open_the_webcam_socket(server: str, face_image: np.ndarray,
+                                                                    tmp_path: Path) -> None:
+    """A page from another origin (here another loopback port, as any site the user visits) tries
+    what a cross-site request forgery would: Chromium sends its Origin, the app answers 403."""
+    import functools
+    import http.server
+
+    evil_dir = tmp_path / "evil"
+    evil_dir.mkdir()
+    (evil_dir / "index.html").write_text(f"""<!doctype html><meta charset="utf-8"><title>evil</title><script>
+        window.results = {{}};
+        const form = new FormData();
+        form.append('files', new Blob([new Uint8Array([255, 216, 255, 224, 0, 16])], {{type: 'image/jpeg'}}), 'x.jpg');
+        fetch('{server}/api/upload', {{method: 'POST', body: form, mode: 'no-cors'}})
+            .then(() => window.results.upload = 'sent', e => window.results.upload = 'failed');
+        fetch('{server}/api/jobs/abc/delete', {{method: 'POST', mode: 'no-cors'}})
+            .then(() => window.results.del = 'sent', e => window.results.del = 'failed');
+        const ws = new WebSocket('{server.replace("http", "ws")}/api/live');
+        ws.onopen = () => window.results.ws = 'open';
+        ws.onclose = () => window.results.ws = window.results.ws || 'refused';
+    </script>""")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(evil_dir))
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=evil.serve_forever, daemon=True)
+    thread.start()
+    playwright, context = launch(tmp_path)
+    try:
+        page = context.new_page()
+        statuses: dict[str, int] = {}
+        page.on("response", lambda r: statuses.__setitem__(r.url.removeprefix(server), r.status)
+                if r.url.startswith(server) else None)
+        page.goto(f"http://127.0.0.1:{evil.server_address[1]}/index.html")
+        page.wait_for_function("() => window.results.upload && window.results.del && window.results.ws",
+                               timeout=30_000)
+        results = page.evaluate("() => window.results")
+        deadline = time.monotonic() + 10
+        while len(statuses) < 2 and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+    finally:
+        context.close()
+        playwright.stop()
+        evil.shutdown()
+    assert results["ws"] == "refused"  # the socket never opened
+    assert statuses == {"/api/upload": 403, "/api/jobs/abc/delete": 403}, statuses

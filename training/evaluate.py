@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -353,8 +354,24 @@ def evaluate(model: Path, data: Path, crops: bool = False, detector: str = "auto
     return report, np.array([f.p_female for f in results.faces], dtype=np.float32)
 
 
+def check_report_path(path: Path) -> None:
+    """Before any work: the report and its plots can be written beside ``path`` (one UserError if not)."""
+    if path.is_dir():
+        raise UserError(f"--report {path} is a folder; give a file name such as {path / 'report.json'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"cannot write --report {path}: {path.parent} is not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write --report {path}: {path.parent} is not a writable folder "
+                        f"({exc.strerror or exc})") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     report_path = Path(args.report)
+    check_report_path(report_path)  # fails now, not after the whole evaluation
     report, p = evaluate(Path(args.model), Path(args.data), crops=args.crops, detector=args.detector,
                          labels=Path(args.labels) if args.labels else None, batch_size=args.batch_size,
                          threads=args.threads, detector_backend=args.detector_backend)

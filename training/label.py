@@ -204,9 +204,12 @@ def check_writable(folder: Path, what: str) -> None:
 ENTRY_KEYS = frozenset({"decision", "dest", "time", "copied", "relabelled"})
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: Any, limit: int = 60, tail: bool = False) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters (keeping the end with ``tail``)."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    return "..." + text[3 - limit:] if tail else text[: limit - 3] + "..."
 
 
 def check_dest(dest: Any, decision: str) -> str | None:
@@ -270,7 +273,7 @@ def load_state(path: Path) -> dict[str, dict[str, Any]]:
         for key, entry in entries.items():
             problem = check_entry(key, entry)
             if problem:
-                raise ValueError(f"entry {_short(key)}: {problem}")
+                raise ValueError(f"entry {_short(key, 200, tail=True)}: {problem}")
         return entries
     except (OSError, ValueError, RecursionError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

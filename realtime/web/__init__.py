@@ -3,3 +3,11 @@
 Start it with ``python -m realtime.web`` (see ``docs/web.md``). The app itself lives in
 :mod:`realtime.web.app`; this package imports nothing heavy so ``--help`` stays fast.
 """
+
+import os
+
+# A second guard under the app's own header check (realtime.sources.decode_image_limited): OpenCV
+# reads this once, when cv2 is first imported, and then refuses to decode any image whose header
+# says it has more pixels, whatever its format. `python -m realtime.web` imports this package
+# before anything imports cv2.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(50_000_000))

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..cli import add_version, prog_name, setup_logging
 from ..detection import BACKENDS
 from ..errors import UserError
+from ..native import filter_native_stderr, unfilter_native_stderr
 from ..paths import GENDER_MODEL
 
 log = logging.getLogger("realtime.web")
@@ -111,8 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     log.info("open http://%s:%d/ in a browser (Ctrl-C to stop)", shown, args.port)
-    uvicorn.run(app, host=args.host.strip("[]"), port=args.port, log_config=None, access_log=args.verbose,
-                ws_max_size=WS_MAX_BYTES, timeout_graceful_shutdown=5)
+    # Native libraries' notes (FFmpeg, LiteRT) are filtered out line by line from here on, while
+    # this is still the only thread; the server's own log lines go straight to stderr.
+    filtered = filter_native_stderr()
+    try:
+        uvicorn.run(app, host=args.host.strip("[]"), port=args.port, log_config=None, access_log=args.verbose,
+                    ws_max_size=WS_MAX_BYTES, timeout_graceful_shutdown=5)
+    finally:
+        if filtered:
+            unfilter_native_stderr()
     return 0
 
 

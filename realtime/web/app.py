@@ -15,6 +15,13 @@ Every error is JSON ``{"error": "<one human sentence>"}`` with a fitting status 
 warning in the server log. Images never touch the disk here; a video is copied into a per-job
 folder under one temporary directory, its input deleted when the job ends and its results when
 the user deletes them, they expire, or the server stops.
+
+Untrusted input: an image's pixel count comes from its header before anything is decoded (only
+JPEG, PNG, BMP and WebP content is decoded at all), and images are read, decoded and labelled one
+at a time, so concurrent uploads queue instead of holding decoded images side by side. Requests
+that change anything (POST, DELETE, WebSocket) must come from the app's own page: another
+site's ``Origin`` or ``Sec-Fetch-Site`` gets 403. Every response, refusals included, carries the
+security headers.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
+import errno
 import json
 import logging
 import math
@@ -31,7 +38,6 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,15 +59,18 @@ from ..errors import SourceError, UserError
 from ..native import quiet_stderr
 from ..overlay import COLOURS, caption
 from ..paths import GENDER_MODEL
-from ..pipeline import Config, FacePipeline, FaceResult, build_pipeline, frame_record, run
+from ..pipeline import Config, FacePipeline, FaceResult, build_pipeline, run
 from ..sources import (
     IMAGE_EXTENSIONS,
+    IMAGE_FORMATS,
     VIDEO_EXTENSIONS,
     Frame,
     ImageFileSource,
+    ImageTooLargeError,
     Source,
     VideoFileSource,
-    decode_image,
+    decode_image_limited,
+    image_format,
 )
 
 log = logging.getLogger(__name__)
@@ -90,13 +99,22 @@ class Settings:
     threads: int = 2
     detector_backend: str = "auto"  # auto | mediapipe | litert
     max_live_sessions: int = 4
-    max_image_megapixels: float = 50.0  # decoded size guard: a small PNG can hold a huge image
+    max_image_megapixels: float = 50.0  # decoded size guard (images, video frames): a small PNG can hold a huge image
+    max_live_megapixels: float = 8.3  # a webcam frame: up to 3840 x 2160 (the page sends at most 640 px wide)
     allowed_hosts: frozenset[str] | None = None  # Host header names accepted (None: any)
     workdir: Path | None = None  # where the temporary job folder goes (None: the system's temp dir)
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(self.max_image_megapixels * 1e6)
+
+    @property
+    def max_live_pixels(self) -> int:
+        return int(self.max_live_megapixels * 1e6)
 
 
 class WebError(Exception):
@@ -183,21 +201,27 @@ def looks_like_video(head: bytes) -> bool:
     )
 
 
-def image_pixels(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the image header without decoding it (Pillow, a matplotlib dependency)."""
+def decode_upload(name: str, data: bytes, max_pixels: int) -> np.ndarray:
+    """An uploaded image decoded, or the WebError that says why not (nothing decoded above the limit:
+    the size comes from the header, and only JPEG, PNG, BMP and WebP content reaches the decoder)."""
+    if image_format(data) is None:
+        raise WebError(415, f"{name} is not a {IMAGE_FORMATS} image: its content is another format, "
+                            "or not an image at all")
     try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size
-    except Image.DecompressionBombError:
-        return (1 << 20, 1 << 20)
-    except Exception:  # unreadable header: OpenCV decides below
-        return None
+        image = decode_image_limited(data, max_pixels)
+    except ImageTooLargeError as exc:
+        raise WebError(413, f"{name} is {exc}") from None
+    if image is None:
+        raise WebError(422, f"{name} cannot be decoded as an image: the file is corrupt, empty or "
+                            "not really an image")
+    return image
+
+
+def storage_error(name: str, exc: OSError) -> WebError:
+    """A file the server could not write (disk full, read-only, permissions) as one sentence."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return WebError(507 if full else 500, f"the server could not store {name}: "
+                                          f"{exc.strerror or type(exc).__name__}")
 
 
 def face_json(face: FaceResult) -> dict[str, Any]:
@@ -227,26 +251,20 @@ class StillImages:
         self.pipeline: FacePipeline = build_pipeline(config, ImageFileSource(Path("upload.jpg")))
         self.lock = threading.Lock()
 
-    def label(self, name: str, data: bytes) -> dict[str, Any]:
-        size = image_pixels(data)
-        limit = self.settings.max_image_megapixels
-        if size is not None and size[0] * size[1] > limit * 1e6:
-            raise WebError(413, f"{name} is {size[0]} x {size[1]} pixels; images are limited to "
-                                f"{limit:g} megapixels")
-        image = decode_image(data)
-        if image is None:
-            raise WebError(422, f"{name} cannot be decoded as an image: the file is corrupt, empty or "
-                                "not really an image")
-        frame = Frame(0, 0.0, image, name)
+    def label(self, name: str, fileobj: BinaryIO) -> dict[str, Any]:
+        """Read, decode, label, draw and encode one image. All of it holds the lock: one decoded
+        image at a time, however many uploads arrive together (the others wait, spooled on disk)."""
         with self.lock:
+            image = decode_upload(name, fileobj.read(), self.settings.max_image_pixels)
+            frame = Frame(0, 0.0, image, name)
             self.pipeline.new_source_item()
             faces = self.pipeline.process(frame)
-            annotated = self.pipeline.annotate(frame, faces)
-        record = frame_record(frame, faces)
-        record["faces"] = [face_json(f) for f in faces]
-        return {"kind": "image", "name": name, "width": image.shape[1], "height": image.shape[0],
-                "faces": record["faces"], "image": jpeg_data_url(annotated),
-                "message": None if faces else "No faces found in this image."}
+            data_url = jpeg_data_url(self.pipeline.annotate(frame, faces))
+            height, width = image.shape[:2]
+            del frame, image  # the decoded image goes before the next upload is decoded
+        record = [face_json(f) for f in faces]
+        return {"kind": "image", "name": name, "width": width, "height": height, "faces": record,
+                "image": data_url, "message": None if faces else "No faces found in this image."}
 
     def close(self) -> None:
         with self.lock:
@@ -280,20 +298,49 @@ class Job:
         return Path(self.name).stem or "video"
 
 
+class BadRecordError(ValueError):
+    """A line of a job's JSONL that is not the record the pipeline writes."""
+
+
+def _frame_record(line: str) -> tuple[float, list[dict[str, Any]]]:
+    """``time_s`` and the faces of one JSONL line, checked: the file is read back from disk."""
+    rec = json.loads(line)
+    if not isinstance(rec, dict) or not isinstance(rec.get("faces"), list):
+        raise BadRecordError("no faces list")
+    time_s = rec.get("time_s")
+    if isinstance(time_s, bool) or not isinstance(time_s, int | float):
+        raise BadRecordError("no time_s")
+    for face in rec["faces"]:
+        if not isinstance(face, dict) or isinstance(face.get("track_id"), bool) or \
+                not isinstance(face.get("track_id"), int):
+            raise BadRecordError("a face without a track_id")
+        p = face.get("p_female")
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0):
+            raise BadRecordError(f"p_female {p!r}")
+        if p is not None and not isinstance(face.get("label"), str):
+            raise BadRecordError("a face without a label")
+    return time_s, rec["faces"]
+
+
 def track_table(jsonl: Path) -> list[dict[str, Any]]:
-    """Per track: frames seen, first/last time, and its last (smoothed) label and confidence."""
+    """Per track: frames seen, first/last time, and its last (smoothed) label and confidence.
+
+    Raises :class:`BadRecordError`, naming the line, when a line is not a frame record."""
     tracks: dict[int, dict[str, Any]] = {}
     with jsonl.open(encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            for face in rec["faces"]:
+        for number, line in enumerate(fh, 1):
+            try:
+                time_s, faces = _frame_record(line)
+            except ValueError as exc:  # BadRecordError, JSONDecodeError, UnicodeDecodeError
+                raise BadRecordError(f"line {number} of {jsonl.name} is not a frame record ({exc})") from None
+            for face in faces:
                 t = tracks.setdefault(face["track_id"], {"track_id": face["track_id"], "frames": 0,
-                                                         "first_s": rec["time_s"], "label": None,
+                                                         "first_s": time_s, "label": None,
                                                          "p_female": None, "confidence": None})
                 t["frames"] += 1
-                t["last_s"] = rec["time_s"]
-                if face["p_female"] is not None:
-                    p = face["p_female"]
+                t["last_s"] = time_s
+                p = face.get("p_female")
+                if p is not None:
                     t.update(label=face["label"], p_female=p, confidence=round(max(p, 1 - p), 4))
     return sorted(tracks.values(), key=lambda t: t["track_id"])
 
@@ -307,6 +354,7 @@ class VideoJobs:
         self.format = fmt
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
+        self.probe_lock = threading.Lock()  # first frames are decoded one video at a time
         self.stopping = threading.Event()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-job")
 
@@ -318,12 +366,16 @@ class VideoJobs:
             raise WebError(429, f"{waiting} videos are already waiting; try {name} again when they are done")
         job_id = secrets.token_urlsafe(12)
         folder = self.root / job_id
-        folder.mkdir()
         path = folder / f"upload{Path(name).suffix.lower()}"
         try:
-            with path.open("wb") as fh:
-                shutil.copyfileobj(fileobj, fh, 1 << 20)
-            fps, total = self._probe(name, path)
+            try:
+                folder.mkdir()
+                with path.open("wb") as fh:
+                    shutil.copyfileobj(fileobj, fh, 1 << 20)
+            except OSError as exc:  # disk full, read-only, permissions: one sentence, nothing left behind
+                raise storage_error(name, exc) from None
+            with self.probe_lock:
+                fps, total = self._probe(name, path)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -342,9 +394,18 @@ class VideoJobs:
         if not looks_like_video(head):
             raise WebError(415, f"{name} is not a video file this app can read; "
                                 f"it accepts {accepted_types()}")
+        limit = self.settings.max_image_pixels
         try:
             with VideoFileSource(path) as source:
-                next(iter(source.frames()))  # decodes the first frame or raises SourceError
+                w, h = source.size or (0, 0)
+                if w * h > limit:  # from the container's header, before a frame is decoded
+                    raise WebError(413, f"{name} has frames of {w} x {h} pixels; video frames are limited "
+                                        f"to {limit / 1e6:g} megapixels")
+                first = next(iter(source.frames()))  # decodes the first frame or raises SourceError
+                h, w = first.image.shape[:2]
+                if w * h > limit:
+                    raise WebError(413, f"{name} has frames of {w} x {h} pixels; video frames are limited "
+                                        f"to {limit / 1e6:g} megapixels")
                 fps, total = source.fps, source.total
         except (SourceError, StopIteration) as exc:
             log.debug("probe of %s failed: %s", name, exc)
@@ -360,10 +421,16 @@ class VideoJobs:
         try:
             self._process(job)
         except Exception as exc:  # reported to the page, never a traceback; the thread goes on
-            log.error("video job %s failed: %s: %s", job.id, type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
-            job.error = job.error or f"processing failed ({type(exc).__name__}: {exc})"
-            self._remove_files(job)
+            if isinstance(exc, OSError):  # disk full, read-only, permissions: the results are gone
+                message = f"the results of {job.name} could not be written on the server: " \
+                          f"{exc.strerror or type(exc).__name__}"
+            elif isinstance(exc, BadRecordError):
+                message = f"the results of {job.name} could not be read back: {exc}"
+            else:
+                message = f"processing failed ({type(exc).__name__}: {exc})"
+            log.error("video job %s failed: %s", job.id, message, exc_info=log.isEnabledFor(logging.DEBUG))
+            job.error = job.error or message
+            self._remove_files(job)  # nothing half-written stays under a result's name
             job.state, job.finished_at = "error", time.monotonic()
 
     def _process(self, job: Job) -> None:
@@ -498,12 +565,18 @@ class LiveSession:
                         detector_backend=settings.detector_backend, display=False,
                         progress=False)
         self.pipeline = build_pipeline(config, BrowserCamera("browser"))
+        self.max_pixels = settings.max_live_pixels
         self.start = time.monotonic()
         self.index = 0
 
     def process(self, data: bytes) -> dict[str, Any]:
+        """Faces in one webcam frame. Its pixels are counted from its header before it is decoded;
+        each connection decodes one frame at a time, and there are at most ``max_live_sessions``."""
         t0 = time.perf_counter()
-        image = decode_image(data)
+        try:
+            image = decode_image_limited(data, self.max_pixels)
+        except ImageTooLargeError as exc:
+            return {"error": f"a webcam frame of {exc}"}
         if image is None:
             return {"error": "a webcam frame could not be decoded (send JPEG images)"}
         frame = Frame(self.index, time.monotonic() - self.start, image)
@@ -523,8 +596,31 @@ def _hostname(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def cross_site(headers: dict[str, str]) -> str | None:
+    """Why a request is from another site (None when it is from the app's own page or from no
+    browser at all).
+
+    Browsers send ``Sec-Fetch-Site`` and ``Origin`` with every cross-site POST, DELETE and
+    WebSocket, and a page cannot forge either. A request with neither comes from a program
+    (curl, a script), which no web page can make a user's browser send.
+    """
+    site = headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site: {site}"
+    origin = headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or parts.netloc.lower() != headers.get("host", "").lower():
+            return f"Origin: {origin}"
+    return None
+
+
 class Guard:
-    """Host check (DNS rebinding), same-origin WebSockets, the upload size limit, security headers."""
+    """Host check (DNS rebinding), same-origin POST/DELETE/WebSocket (cross-site request forgery), the
+    upload size limit, and the security headers on every response, refusals included."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -534,46 +630,54 @@ class Guard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         allowed = self.settings.allowed_hosts
         if allowed is not None and _hostname(host).lower() not in allowed:
-            await self._refuse(scope, receive, send, 400, f"refused a request for host {host!r}: open "
-                               "the app at the address it printed when it started")
+            await self._refuse(scope, receive, send_with_headers, 400, f"refused a request for host {host!r}: "
+                               "open the app at the address it printed when it started")
             return
-        if scope["type"] == "websocket":
-            origin = headers.get("origin")
-            if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
-                await self._refuse(scope, receive, send, 403,
-                                   f"refused a WebSocket from another site ({origin})")
+        method = "WebSocket" if scope["type"] == "websocket" else scope["method"]
+        if method == "WebSocket" or method in STATE_CHANGING:
+            reason = cross_site(headers)
+            if reason is not None:
+                await self._refuse(scope, receive, send_with_headers, 403,
+                                   f"refused a {method} {scope['path']} from another site ({reason}): "
+                                   "use the app's own page")
                 return
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "POST" and scope["path"] == "/api/upload":
+        if method == "POST" and scope["path"] == "/api/upload":
             length = headers.get("content-length", "")
             if not length.isdigit():
-                await self._refuse(scope, receive, send, 411,
+                await self._refuse(scope, receive, send_with_headers, 411,
                                    "uploads must state their size (Content-Length)")
                 return
             if int(length) > self.settings.max_upload_bytes + FORM_OVERHEAD:
-                await self._refuse(scope, receive, send, 413, f"the upload is {int(length) / 2**20:.1f} MB; "
+                await self._refuse(scope, receive, send_with_headers, 413,
+                                   f"the upload is {int(length) / 2**20:.1f} MB; "
                                    f"uploads are limited to {self.settings.max_upload_mb:g} MB")
                 return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
-            await send(message)
-
         await self.app(scope, receive, send_with_headers)
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
-        if scope["type"] == "websocket":
-            log.warning("%s", message)
-            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        if scope["type"] != "websocket":
+            await error_response(status, message)(scope, receive, send)
             return
-        await error_response(status, message)(scope, receive, send)
+        log.warning("%s", message)
+        if "websocket.http.response" in scope.get("extensions", {}):  # a real HTTP refusal, with headers
+            body = json.dumps({"error": message}).encode()
+            await send({"type": "websocket.http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
 
 
 # --- the application -------------------------------------------------------------------------------
@@ -582,7 +686,12 @@ class WebState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = Path(tempfile.mkdtemp(prefix="face-gender-web-", dir=settings.workdir))
+        try:
+            self.root = Path(tempfile.mkdtemp(prefix="face-gender-web-", dir=settings.workdir))
+        except OSError as exc:
+            where = settings.workdir or tempfile.gettempdir()
+            raise UserError(f"cannot create the app's temporary folder in {where}: "
+                            f"{exc.strerror or exc}") from exc
         try:
             self.images = StillImages(settings)  # loads the models: a bad --model fails here, at start
             self.jobs = VideoJobs(settings, self.root, pick_video_format(self.root))
@@ -616,7 +725,7 @@ class WebState:
         if size == 0:
             raise WebError(422, f"{name} is empty (0 bytes)")
         if suffix in IMAGE_EXTENSIONS:
-            return self.images.label(name, upload.file.read())
+            return self.images.label(name, upload.file)
         return self.jobs.status(self.jobs.submit(name, upload.file))
 
     def open_live(self) -> LiveSession | None:
