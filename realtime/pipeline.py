@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .classifier import GenderClassifier
+from .classifier import APPARENT_AGE, GenderClassifier
 from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
 from .overlay import FaceView, contact_sheet, draw_faces, draw_fps
@@ -51,6 +51,7 @@ class Config:
     detector_backend: str = "auto"  # auto | mediapipe | litert (realtime.face_detector)
     min_face_score: float = 0.5
     threads: int = 2
+    detector_threads: int = 2  # video detector's LiteRT threads (the batch driver runs 1 per worker process)
     mode: str = "auto"  # auto | sync | async
     classify_every_frame: bool = False
     max_age_s: float = 2.0
@@ -59,6 +60,9 @@ class Config:
     contact_sheet: bool = True
     loop: bool = False  # restart a file source at its end (soak tests)
     video_codec: str = "mp4v"  # fourcc of --output videos; the web app writes VP80 (.webm) for browsers
+    # Called with (frame, faces, annotated image, pipeline) once a frame is in every output (a frame
+    # is in the outputs and the observer, or in neither): the per-track summary (realtime.summary).
+    observer: Callable[[Frame, list[FaceResult], np.ndarray, FacePipeline], None] | None = None
 
 
 @dataclass
@@ -69,18 +73,23 @@ class FaceResult:
     label: str | None  # None until the first classification (async)
     p_female: float | None
     crop_box: tuple[int, int, int, int]
+    apparent_age: float | None = None  # smoothed years; None without the age head (or no result yet)
+    reason: str | None = None  # why the label is "uncertain": "child"
 
     def record(self) -> dict[str, Any]:
         """JSONL form. A face still waiting for its first result (live/async mode only) is
-        ``"uncertain"`` with ``p_female: null``."""
+        ``"uncertain"`` with ``p_female: null``; ``apparent_age`` is null for models without the
+        age head; ``reason`` says why a face is ``uncertain`` (``"child"``), else null."""
         return {"track_id": self.track_id, "box": list(self.box),
                 "detector_score": round(self.detector_score, 4),
                 "label": self.label or "uncertain",
-                "p_female": None if self.p_female is None else round(self.p_female, 4)}
+                "p_female": None if self.p_female is None else round(self.p_female, 4),
+                "apparent_age": None if self.apparent_age is None else round(self.apparent_age, 1),
+                "reason": self.reason}
 
     def view(self) -> FaceView:
         conf = None if self.p_female is None else max(self.p_female, 1 - self.p_female)
-        return FaceView(self.box, self.label, conf, self.track_id)
+        return FaceView(self.box, self.label, conf, self.track_id, self.reason, self.apparent_age)
 
 
 @dataclass
@@ -126,7 +135,7 @@ class FacePipeline:
         self.classifier = classifier
         self.policy = policy or CachePolicy()
         self.tracker = tracker or Tracker()
-        self.worker = ClassifierWorker(classifier.predict_crops) if asynchronous else None
+        self.worker = ClassifierWorker(classifier.predict) if asynchronous else None
         self.timing = Timing()
 
     # -- stages -----------------------------------------------------------------------------
@@ -152,14 +161,15 @@ class FacePipeline:
                                      [f.crop_box for f in faces])
         if self.worker is not None:
             for res in self.worker.poll():
-                self.tracker.add_result(res.track_id, res.p_female, res.frame_time_s)
+                self.tracker.add_result(res.track_id, res.values or res.p_female, res.frame_time_s)
         todo = [t for t in tracks if self.policy.needs(t, frame.time_s)]
         if todo:
             crops = self.classifier.crops(frame.image, [t.crop_box for t in todo])
             if self.worker is None:
-                probs = self.classifier.predict_crops(crops)
-                for t, p in zip(todo, probs):
-                    self.tracker.add_result(t.track_id, float(p), frame.time_s)
+                values = self.classifier.predict(crops)
+                for k, t in enumerate(todo):
+                    self.tracker.add_result(t.track_id, {name: float(v[k]) for name, v in values.items()},
+                                            frame.time_s)
                 self.timing.classified += len(todo)
             elif self.worker.submit([t.track_id for t in todo], crops, frame.time_s):
                 for t in todo:
@@ -170,9 +180,10 @@ class FacePipeline:
         self.timing.faces += len(tracks)
         out = []
         for t in tracks:
-            label = None if t.p_female is None else self.classifier.label_for(t.p_female)
+            age = t.scores.get(APPARENT_AGE)
+            label, reason = (None, None) if t.p_female is None else self.classifier.decide(t.p_female, age)
             out.append(FaceResult(t.track_id, t.box, t.detector_score, label, t.p_female,
-                                  t.crop_box or t.box))
+                                  t.crop_box or t.box, age, reason))
         return out
 
     def annotate(self, frame: Frame, faces: list[FaceResult], fps: float | None = None) -> np.ndarray:
@@ -212,7 +223,7 @@ def build_pipeline(config: Config, source: Source) -> FacePipeline:
                                                                          backend=config.detector_backend)
     else:
         detector = FaceDetector(name, mode="image" if stills else "video", min_score=config.min_face_score,
-                                backend=config.detector_backend)
+                                backend=config.detector_backend, num_threads=config.detector_threads)
     asynchronous = config.mode == "async" or (config.mode == "auto" and source.live)
     policy = CachePolicy(every_frame=config.classify_every_frame, max_age_s=config.max_age_s)
     log.info("detector %s on %s, classifier %s (%d px, %s), %s classification", name if not stills or
@@ -383,6 +394,8 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                 t0 = time.perf_counter()
                 with ctrl_c.deferred():  # a frame is in all outputs or in none
                     sinks.write(frame, faces, annotated, pipeline)
+                    if config.observer is not None:
+                        config.observer(frame, faces, annotated, pipeline)
                     stats.frames += 1
                     stats.faces += len(faces)
                 pipeline.timing.add("write", time.perf_counter() - t0)

@@ -9,8 +9,8 @@ between frames and are few, so greedy IoU matching is exact enough and costs mic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from .detection import iou
 
@@ -45,7 +45,7 @@ class Track:
     first_seen_s: float
     hits: int = 1
     misses: int = 0
-    p_female: float | None = None  # smoothed
+    scores: dict[str, float] = field(default_factory=dict)  # every model output, smoothed (EMA)
     n_results: int = 0
     classified_at: float | None = None  # time of the frame of the latest result
     classified_area: int = 0
@@ -55,6 +55,11 @@ class Track:
     @property
     def area(self) -> int:
         return self.box[2] * self.box[3]
+
+    @property
+    def p_female(self) -> float | None:
+        """The smoothed ``p_female`` (None until the first result)."""
+        return self.scores.get("p_female")
 
 
 class Tracker:
@@ -104,15 +109,17 @@ class Tracker:
                     del self.tracks[tid]
         return out
 
-    def add_result(self, track_id: int, p_female: float, frame_time_s: float) -> Track | None:
-        """Fold a classification into the track's smoothed probability (None: track is gone)."""
+    def add_result(self, track_id: int, values: float | Mapping[str, float], frame_time_s: float) -> Track | None:
+        """Fold a classification (``p_female``, or every named output of the model) into the
+        track's smoothed scores (None: the track is gone)."""
         track = self.tracks.get(track_id)
         if track is None:
             return None
-        if track.p_female is None:
-            track.p_female = float(p_female)
-        else:
-            track.p_female = self.ema_alpha * float(p_female) + (1 - self.ema_alpha) * track.p_female
+        named = {"p_female": float(values)} if isinstance(values, int | float) else values
+        for name, value in named.items():
+            old = track.scores.get(name)
+            value = float(value)
+            track.scores[name] = value if old is None else self.ema_alpha * value + (1 - self.ema_alpha) * old
         track.n_results += 1
         track.classified_at = frame_time_s
         track.classified_area = track.area

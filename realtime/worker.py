@@ -11,8 +11,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,12 +32,17 @@ class Result:
     p_female: float
     frame_time_s: float
     latency_s: float
+    values: Mapping[str, float] = field(default_factory=dict)  # every named output (p_female included)
+
+
+Predict = Callable[[np.ndarray], "np.ndarray | Mapping[str, np.ndarray]"]
 
 
 class ClassifierWorker:
-    """One daemon thread running ``predict(crops) -> p_female`` on the latest job."""
+    """One daemon thread running ``predict(crops)`` on the latest job: ``p_female`` per crop, or
+    the model's named outputs (``{"p_female": ..., "apparent_age": ...}``)."""
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], name: str = "classifier") -> None:
+    def __init__(self, predict: Predict, name: str = "classifier") -> None:
         self._predict = predict
         self._jobs: queue.Queue[tuple[Job, float] | None] = queue.Queue(maxsize=1)
         self._results: queue.Queue[Result] = queue.Queue()
@@ -87,14 +92,16 @@ class ClassifierWorker:
                 break
             job, submitted = item
             try:
-                probs = self._predict(job.crops)
+                out = self._predict(job.crops)
             except Exception as exc:
                 self.error = exc
                 self._busy.clear()
                 break
             latency = time.monotonic() - submitted
-            for tid, p in zip(job.track_ids, probs):
-                self._results.put(Result(tid, float(p), job.frame_time_s, latency))
+            named = out if isinstance(out, Mapping) else {"p_female": out}
+            for k, tid in enumerate(job.track_ids):
+                values = {name: float(v[k]) for name, v in named.items()}
+                self._results.put(Result(tid, values["p_female"], job.frame_time_s, latency, values))
             self.completed += 1
             self._busy.clear()
 

@@ -59,7 +59,9 @@ def check_record(rec: dict) -> None:
     assert isinstance(rec["frame"], int) and isinstance(rec["time_s"], float | int)
     assert rec["source"] is None or isinstance(rec["source"], str)
     for face in rec["faces"]:
-        assert set(face) == {"track_id", "box", "detector_score", "label", "p_female"}
+        assert set(face) == {"track_id", "box", "detector_score", "label", "p_female", "apparent_age", "reason"}
+        assert face["apparent_age"] is None or 0.0 <= face["apparent_age"] <= 150.0
+        assert face["reason"] in (None, "child") and (face["reason"] is None or face["label"] == "uncertain")
         assert isinstance(face["track_id"], int)
         assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
         assert face["box"][2] > 0 and face["box"][3] > 0

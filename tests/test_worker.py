@@ -69,8 +69,15 @@ class FakeClassifier:
         self.calls.append(len(crops))
         return np.full(len(crops), p, np.float32)
 
+    def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """The face-attribute protocol: named outputs (this fake has only p_female)."""
+        return {"p_female": self.predict_crops(crops)}
+
     def label_for(self, p: float) -> str:
         return "female" if p >= 0.5 else "male"
+
+    def decide(self, p: float, apparent_age: float | None = None) -> tuple[str, str | None]:
+        return self.label_for(p), None
 
 
 def frames(n: int, fps: float = 10.0, start: int = 0) -> list[Frame]:
@@ -249,6 +256,9 @@ def test_result_for_a_track_that_disappeared_is_dropped_and_new_faces_still_get_
 def test_worker_error_stops_the_pipeline() -> None:
     class Broken(FakeClassifier):
         def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+            raise RuntimeError("classifier crashed")
+
+        def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
             raise RuntimeError("classifier crashed")
 
     pipeline = FacePipeline(ScriptedDetector([[(40, 40, 80, 80)]] * 50), Broken(), asynchronous=True)
