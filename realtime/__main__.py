@@ -16,30 +16,65 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .cli import add_version, positive_int, prog_name, setup_logging, unit_float
+from .cli import (
+    Parser,
+    add_version,
+    frame_size,
+    non_negative_float,
+    non_negative_int,
+    path_arg,
+    positive_float,
+    positive_int,
+    prog_name,
+    setup_logging,
+    unit_float,
+)
 from .detection import BACKENDS
 from .errors import UserError
+from .live import DEFAULT_CAPTURES
 from .paths import GENDER_MODEL
 from .sources import ReconnectPolicy
+
+if TYPE_CHECKING:
+    from .summary import TrackSummary
 
 log = logging.getLogger("realtime")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python -m realtime"), description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=prog_name("python -m realtime"), description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(p)
-    p.add_argument("--source", required=True,
+    p.add_argument("--source",
                    help="camera index (0), video file, image file, image folder, http/rtsp URL, "
-                        "picam, or synthetic[:faces=N,frames=M]")
-    p.add_argument("--output", type=Path,
-                   help="annotated video (.mp4) for video sources; a folder for image sources")
-    p.add_argument("--jsonl", type=Path, help="one JSON object per processed frame "
+                        "picam, or synthetic[:faces=N,frames=M,size=WxH,fps=F] (required)")
+    p.add_argument("--output", type=path_arg,
+                   help="annotated video (.mp4) for video sources; a folder for image sources (default: none)")
+    p.add_argument("--jsonl", type=path_arg, help="one JSON object per processed frame; - for standard output "
                    "(folders: default OUTPUT/predictions.jsonl)")
     p.add_argument("--no-display", action="store_true", help="do not open a window")
+    g = p.add_argument_group("live window and camera")
+    g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror the window like a selfie view (default: on for cameras, off for files and "
+                        "streams); boxes, JSONL and saved images keep the captured orientation")
+    g.add_argument("--camera-size", type=frame_size, metavar="WxH",
+                   help="ask the camera for this resolution, e.g. 1280x720 (default: the camera's own)")
+    g.add_argument("--camera-fps", type=positive_float, metavar="N",
+                   help="ask the camera for this frame rate (default: the camera's own)")
+    g.add_argument("--list-cameras", action="store_true", help="list the cameras found and their modes, then exit")
+    g.add_argument("--snapshots", type=path_arg, default=DEFAULT_CAPTURES, metavar="DIR",
+                   help=f"where the window's snapshots (s) and clips (r) go (default {DEFAULT_CAPTURES})")
+    g = p.add_argument_group("privacy")
+    g.add_argument("--blur", action="store_true",
+                   help="blur every face (with a margin) in everything shown and written: window, video, "
+                        "images, snapshots, contact sheet; labels stay")
+    g.add_argument("--privacy", action="store_true",
+                   help="--blur, and JSONL without boxes or detector scores (track ids, labels, "
+                        "probabilities and times only)")
     p.add_argument("--max-frames", type=positive_int, help="stop after N frames")
-    p.add_argument("--model", type=Path, default=GENDER_MODEL,
+    p.add_argument("--model", type=path_arg, default=GENDER_MODEL,
                    help=f"gender model .tflite, metadata .json beside it (default {GENDER_MODEL.name})")
     g = p.add_argument_group("detection")
     g.add_argument("--detector", default="auto",
@@ -60,27 +95,56 @@ def build_parser() -> argparse.ArgumentParser:
                       help="classify in a background thread: the display never waits (default live)")
     g.add_argument("--classify-every-frame", action="store_true",
                    help="no per-track cache: classify every face on every frame")
-    g.add_argument("--max-age", type=float, default=2.0, metavar="SECONDS",
+    g.add_argument("--max-age", type=positive_float, default=2.0, metavar="SECONDS",
                    help="re-classify a tracked face after this long (default 2.0)")
     g = p.add_argument_group("network streams")
-    g.add_argument("--reconnect-tries", type=int, default=5, help="reconnect attempts (default 5)")
-    g.add_argument("--reconnect-wait", type=float, default=1.0,
+    g.add_argument("--reconnect-tries", type=non_negative_int, default=5, help="reconnect attempts (default 5)")
+    g.add_argument("--reconnect-wait", type=non_negative_float, default=1.0,
                    help="first wait in seconds, doubling each try up to 16 (default 1.0)")
     g = p.add_argument_group("output")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--loop", action="store_true", help="restart a video file at its end (soak tests)")
+    g.add_argument("--summary", type=Path, metavar="PATH.json",
+                   help="at the end, one record per track (label, mean p_female, first/last seen, dwell "
+                        "seconds, frames) and distinct tracks by label; a track is a face's continuous "
+                        "appearance, not an identity (docs/batch.md)")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     p.set_defaults(mode="auto")
     return p
 
 
+def _list_cameras() -> int:
+    from .sources import list_cameras
+
+    cameras = list_cameras()
+    if not cameras:
+        print("no camera found (tried indices 0-9); plug one in, or check that no other program uses it")
+        return 0
+    for cam in cameras:
+        modes = ", ".join(f"{w}x{h}" + (f" @ {fps:g} fps" if fps else "") for w, h, fps in cam["modes"])
+        print(f"camera {cam['index']}: default {cam['default'][0]}x{cam['default'][1]}; grants {modes}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    if args.list_cameras:
+        return _list_cameras()
+    if not args.source:
+        parser.error("--source is required (or --list-cameras)")
     try:
         from .pipeline import Config, run
 
+        summary = None
+        if args.summary is not None:
+            from .sinks import check_writable
+            from .summary import TrackSummary
+
+            check_writable(args.summary)
+            summary = TrackSummary(source=args.source)
         config = Config(
             source=args.source, output=args.output, jsonl=args.jsonl, display=not args.no_display,
             max_frames=args.max_frames, model=args.model, detector=args.detector,
@@ -89,8 +153,20 @@ def main(argv: list[str] | None = None) -> int:
             classify_every_frame=args.classify_every_frame, max_age_s=args.max_age,
             reconnect=ReconnectPolicy(tries=max(0, args.reconnect_tries), first_wait_s=args.reconnect_wait),
             progress=not args.no_progress and not args.quiet, loop=args.loop,
+            observer=None if summary is None else summary.observe,
+            mirror=args.mirror, blur=args.blur or args.privacy, privacy=args.privacy, captures=args.snapshots,
+            camera_size=args.camera_size, camera_fps=args.camera_fps,
         )
-        stats = run(config)
+        try:
+            stats = run(config)
+        except UserError as exc:  # a run that stopped early keeps what it has, the summary too
+            if summary is not None and summary.frames:
+                _write_summary(summary, args.summary)
+                kept = ", summary" if "; kept " in str(exc) else "; kept summary"
+                raise UserError(f"{exc}{kept} {args.summary}") from exc
+            raise
+        if summary is not None:
+            stats.outputs["summary"] = _write_summary(summary, args.summary)
     except UserError as exc:
         if args.verbose:
             log.exception("failed")
@@ -104,8 +180,18 @@ def main(argv: list[str] | None = None) -> int:
         summary += f"; {kind}: {where}"
     if stats.skipped:
         summary += f"; skipped {len(stats.skipped)} unreadable file(s)"
+    if stats.captures:
+        summary += f"; {len(stats.captures)} snapshot(s)/clip(s) in {args.snapshots}"
     log.info(summary)
     return 130 if stats.interrupted else 0
+
+
+def _write_summary(summary: TrackSummary, path: Path) -> str:
+    from .summary import write_json_atomic
+
+    result = summary.result()
+    write_json_atomic(path, result)
+    return f"{path} ({result['distinct_tracks']['total']} tracks)"
 
 
 if __name__ == "__main__":

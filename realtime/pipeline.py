@@ -26,7 +26,8 @@ from tqdm import tqdm
 from .classifier import APPARENT_AGE, GenderClassifier
 from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
-from .overlay import FaceView, contact_sheet, draw_faces, draw_fps
+from .live import DEFAULT_CAPTURES, LiveWindow
+from .overlay import FaceView, contact_sheet, draw_faces
 from .paths import GENDER_MODEL
 from .sinks import ImageFolderSink, JsonlSink, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
@@ -36,7 +37,6 @@ from .worker import ClassifierWorker
 log = logging.getLogger(__name__)
 
 DETECT_MAX_SIDE = 1280  # larger frames are detected on a downscaled copy (boxes scaled back)
-WINDOW = "Face gender (q / Esc to quit)"
 
 
 @dataclass
@@ -60,6 +60,12 @@ class Config:
     contact_sheet: bool = True
     loop: bool = False  # restart a file source at its end (soak tests)
     video_codec: str = "mp4v"  # fourcc of --output videos; the web app writes VP80 (.webm) for browsers
+    mirror: bool | None = None  # mirror the window (selfie view); None: on for cameras, off otherwise
+    blur: bool = False  # blur every face region in everything shown and written
+    privacy: bool = False  # blur, and JSONL without boxes or detector scores
+    captures: Path = DEFAULT_CAPTURES  # where the window's snapshots and clips go
+    camera_size: tuple[int, int] | None = None  # ask the camera for this mode (it grants the closest)
+    camera_fps: float | None = None
     # Called with (frame, faces, annotated image, pipeline) once a frame is in every output (a frame
     # is in the outputs and the observer, or in neither): the per-track summary (realtime.summary).
     observer: Callable[[Frame, list[FaceResult], np.ndarray, FacePipeline], None] | None = None
@@ -76,16 +82,20 @@ class FaceResult:
     apparent_age: float | None = None  # smoothed years; None without the age head (or no result yet)
     reason: str | None = None  # why the label is "uncertain": "child"
 
-    def record(self) -> dict[str, Any]:
+    def record(self, privacy: bool = False) -> dict[str, Any]:
         """JSONL form. A face still waiting for its first result (live/async mode only) is
         ``"uncertain"`` with ``p_female: null``; ``apparent_age`` is null for models without the
-        age head; ``reason`` says why a face is ``uncertain`` (``"child"``), else null."""
-        return {"track_id": self.track_id, "box": list(self.box),
-                "detector_score": round(self.detector_score, 4),
-                "label": self.label or "uncertain",
-                "p_female": None if self.p_female is None else round(self.p_female, 4),
-                "apparent_age": None if self.apparent_age is None else round(self.apparent_age, 1),
-                "reason": self.reason}
+        age head; ``reason`` says why a face is ``uncertain`` (``"child"``), else null. With
+        ``privacy`` there is no box and no detector score: nothing that locates a face."""
+        rec: dict[str, Any] = {"track_id": self.track_id}
+        if not privacy:
+            rec["box"] = list(self.box)
+            rec["detector_score"] = round(self.detector_score, 4)
+        rec.update({"label": self.label or "uncertain",
+                    "p_female": None if self.p_female is None else round(self.p_female, 4),
+                    "apparent_age": None if self.apparent_age is None else round(self.apparent_age, 1),
+                    "reason": self.reason})
+        return rec
 
     def view(self) -> FaceView:
         conf = None if self.p_female is None else max(self.p_female, 1 - self.p_female)
@@ -112,10 +122,10 @@ class Timing:
         return out
 
 
-def frame_record(frame: Frame, faces: list[FaceResult]) -> dict[str, Any]:
-    """The JSONL schema of DESIGN.md (contract 1)."""
+def frame_record(frame: Frame, faces: list[FaceResult], privacy: bool = False) -> dict[str, Any]:
+    """One JSONL line (schema in the README)."""
     return {"frame": frame.index, "time_s": round(frame.time_s, 4), "source": frame.name,
-            "faces": [f.record() for f in faces]}
+            "faces": [f.record(privacy) for f in faces]}
 
 
 def choose_detector(name: str, source: Source) -> str:
@@ -137,6 +147,7 @@ class FacePipeline:
         self.tracker = tracker or Tracker()
         self.worker = ClassifierWorker(classifier.predict) if asynchronous else None
         self.timing = Timing()
+        self.blur = False  # anonymise face regions in annotated images (--blur / --privacy)
 
     # -- stages -----------------------------------------------------------------------------
     def detect(self, frame: Frame) -> list[Detection]:
@@ -188,7 +199,7 @@ class FacePipeline:
 
     def annotate(self, frame: Frame, faces: list[FaceResult], fps: float | None = None) -> np.ndarray:
         t0 = time.perf_counter()
-        image = draw_faces(frame.image, [f.view() for f in faces], fps)
+        image = draw_faces(frame.image, [f.view() for f in faces], fps, blur=self.blur)
         self.timing.add("draw", time.perf_counter() - t0)
         return image
 
@@ -229,7 +240,9 @@ def build_pipeline(config: Config, source: Source) -> FacePipeline:
     log.info("detector %s on %s, classifier %s (%d px, %s), %s classification", name if not stills or
              config.detector != "auto" else "short+full (stills)", detector.backend, Path(config.model).name,
              classifier.input_size, classifier.input_dtype.name, "background" if asynchronous else "in-line")
-    return FacePipeline(detector, classifier, policy, asynchronous)
+    pipeline = FacePipeline(detector, classifier, policy, asynchronous)
+    pipeline.blur = config.blur or config.privacy
+    return pipeline
 
 
 # --- the run loop --------------------------------------------------------------------------------
@@ -244,37 +257,21 @@ class RunStats:
     outputs: dict[str, str] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    captures: list[str] = field(default_factory=list)  # snapshots and clips taken in the window
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Display:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and _has_display()
-        if enabled and not self.enabled:
-            log.warning("no display available; running without a window (use --no-display to silence)")
-        self.opened = False
-
-    def show(self, image: np.ndarray) -> bool:
-        """Show a frame; False when the user asked to quit (q, Esc, or closed the window)."""
-        if not self.enabled:
-            return True
-        if not self.opened:
-            cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
-            cv2.resizeWindow(WINDOW, image.shape[1], image.shape[0])
-            self.opened = True
-        cv2.imshow(WINDOW, image)
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), 27):
-            return False
-        return cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) >= 1
-
-    def close(self) -> None:
-        if self.opened:
-            cv2.destroyAllWindows()
-            cv2.waitKey(1)
+def _live_window(config: Config, source: Source) -> LiveWindow | None:
+    if not config.display:
+        return None
+    if not _has_display():
+        log.warning("no display available; running without a window (use --no-display to silence)")
+        return None
+    mirror = source.kind in ("camera", "picam") if config.mirror is None else config.mirror
+    return LiveWindow(mirror=mirror, blur=config.blur or config.privacy, captures=config.captures, fps=source.fps)
 
 
 def _has_display() -> bool:
@@ -368,14 +365,14 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
     returning ``False`` stops the run as if the window had been closed.
     """
     started = time.perf_counter()
-    source = open_source(config.source, config.reconnect)
+    source = open_source(config.source, config.reconnect, config.camera_size, config.camera_fps)
     folder_mode = source.kind in ("folder", "image")
     _check_outputs(config, folder_mode)
     stats = RunStats()
     with source:
         pipeline = build_pipeline(config, source)
         sinks = _Sinks(config, source, folder_mode)
-        display = _Display(config.display)
+        window = _live_window(config, source)
         total = source.total if not config.loop else None
         if config.max_frames:
             total = min(total, config.max_frames) if total else config.max_frames
@@ -405,10 +402,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                 if on_frame is not None and on_frame(stats.frames, total) is False:
                     log.info("stopped by the caller after %d frames", stats.frames)
                     break
-                shown = annotated
-                if display.enabled and not source.live and fps is not None:
-                    shown = draw_fps(annotated, fps)  # the window shows FPS; the written file does not
-                if not display.show(shown):
+                if window is not None and not window.show(frame.image, [f.view() for f in faces], annotated, fps):
                     log.info("window closed by the user")
                     break
                 if config.max_frames and stats.frames >= config.max_frames:
@@ -420,7 +414,9 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
         finally:
             ctrl_c.hold()  # a second Ctrl-C must not leave half-renamed outputs
             bar.close()
-            display.close()
+            if window is not None:
+                window.close()
+                stats.captures = [str(p) for p in (*window.snapshots, *window.recordings)]
             pipeline.close()
             stats.outputs = sinks.close(keep=True)
             ctrl_c.restore()
@@ -476,11 +472,16 @@ class _Sinks:
     def write(self, frame: Frame, faces: list[FaceResult], annotated: np.ndarray,
               pipeline: FacePipeline) -> None:
         if self.jsonl is not None:
-            self.jsonl.write(frame_record(frame, faces))
+            self.jsonl.write(frame_record(frame, faces, privacy=self.config.privacy))
         if self.images is not None:
             self.images.write(frame.name or f"frame_{frame.index:06d}.jpg", annotated)
             if self.sheet_path is not None and len(self.sheet_tiles) < self.MAX_SHEET_TILES:
-                crops = pipeline.classifier.crops(frame.image, [f.crop_box for f in faces])
+                source_image = frame.image
+                if pipeline.blur:  # contact-sheet tiles are faces too
+                    from .privacy import blur_faces
+
+                    source_image = blur_faces(frame.image, [f.box for f in faces])
+                crops = pipeline.classifier.crops(source_image, [f.crop_box for f in faces])
                 for face, crop in zip(faces, crops):
                     conf = "" if face.p_female is None else f" {max(face.p_female, 1 - face.p_female):.2f}"
                     self.sheet_tiles.append((crop if pipeline.classifier.info.colour_order == "BGR"

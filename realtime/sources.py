@@ -136,13 +136,30 @@ class CameraSource(_CaptureSource):
     live = True
     kind = "camera"
 
-    def __init__(self, index: int, fail_after: int = 30) -> None:
+    def __init__(self, index: int, fail_after: int = 30, size: tuple[int, int] | None = None,
+                 fps: float | None = None) -> None:
         super().__init__(str(index))
         self.index = index
         self.fail_after = fail_after
+        self.want_size, self.want_fps = size, fps
 
     def _capture(self) -> cv2.VideoCapture:
-        return cv2.VideoCapture(self.index)
+        cap = cv2.VideoCapture(self.index)
+        if cap.isOpened():
+            if self.want_size:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.want_size[0])
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.want_size[1])
+            if self.want_fps:
+                cap.set(cv2.CAP_PROP_FPS, self.want_fps)
+        return cap
+
+    def open(self) -> None:
+        super().open()
+        if self.want_size or self.want_fps:  # cameras grant the closest mode they have: say which
+            asked = " @ ".join(filter(None, (f"{self.want_size[0]}x{self.want_size[1]}" if self.want_size else "",
+                                             f"{self.want_fps:g} fps" if self.want_fps else "")))
+            got = f"{self.size[0]}x{self.size[1]}" if self.size else "unknown size"
+            log.info("camera %d: asked for %s, got %s @ %g fps", self.index, asked, got, self.fps)
 
     def _cannot_open(self) -> str:
         return f"camera {self.index} cannot be opened (no such camera, or it is in use)"
@@ -630,12 +647,19 @@ class SyntheticSource(Source):
             yield Frame(index, index / self.fps, image)
 
 
+SYNTHETIC_KEYS = ("faces", "frames", "size", "fps")
+
+
 def parse_synthetic(spec: str) -> SyntheticSource:
     opts: dict[str, str] = {}
     _, _, rest = spec.partition(":")
     for part in filter(None, rest.split(",")):
         key, _, value = part.partition("=")
         opts[key.strip()] = value.strip()
+    unknown = sorted(set(opts) - set(SYNTHETIC_KEYS))
+    if unknown:
+        raise SourceError(f"bad synthetic source {spec!r}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(SYNTHETIC_KEYS)}")
     try:
         size = tuple(int(v) for v in opts.get("size", "640x480").lower().split("x"))
         return SyntheticSource(int(opts.get("faces", 1)), int(opts.get("frames", 300)),
@@ -654,11 +678,14 @@ def _check_file(path: Path) -> None:
         raise SourceError(f"file is empty (0 bytes): {path}")
 
 
-def open_source(spec: str, reconnect: ReconnectPolicy | None = None) -> Source:
+def open_source(spec: str, reconnect: ReconnectPolicy | None = None, camera_size: tuple[int, int] | None = None,
+                camera_fps: float | None = None) -> Source:
     """Pick the source for ``spec`` (not yet opened: use it as a context manager)."""
     spec = spec.strip()
+    if not spec:
+        raise SourceError("--source is empty")
     if spec.isdigit():
-        return CameraSource(int(spec))
+        return CameraSource(int(spec), size=camera_size, fps=camera_fps)
     if spec == "picam":
         return PicameraSource()
     if spec == "synthetic" or spec.startswith("synthetic:"):
@@ -677,3 +704,32 @@ def open_source(spec: str, reconnect: ReconnectPolicy | None = None) -> Source:
     return VideoFileSource(path)
 
 
+
+
+# --- cameras ---------------------------------------------------------------------------------------
+PROBE_MODES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
+
+
+def list_cameras(max_index: int = 10) -> list[dict]:
+    """Cameras that open and deliver a frame, with the modes each grants (asked mode -> got)."""
+    found = []
+    for index in range(max_index):
+        with quiet_stderr():
+            cap = cv2.VideoCapture(index)
+        try:
+            if not cap.isOpened():
+                continue
+            ok, _ = cap.read()
+            if not ok:
+                continue
+            default = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            modes = set()
+            for w, h in PROBE_MODES:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+                modes.add((int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                           round(float(cap.get(cv2.CAP_PROP_FPS) or 0), 1)))
+            found.append({"index": index, "default": default, "modes": sorted(modes)})
+        finally:
+            cap.release()
+    return found

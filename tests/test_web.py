@@ -434,3 +434,25 @@ def test_cli_defaults_and_errors(monkeypatch: pytest.MonkeyPatch, restore_loggin
     assert line.startswith("error: gender model not found:") and "missing.tflite" in line
     with pytest.raises(SystemExit):
         web_main.build_parser().parse_args(["--max-upload-mb", "0"])
+
+
+def test_blur_option_blurs_the_returned_image(client: TestClient, face_image: np.ndarray) -> None:
+    """The page's "Blur faces" checkbox sends blur=1: the labelled picture comes back anonymised."""
+    import base64
+
+    face_jpeg = jpeg_bytes(face_image)
+
+    def picture(query: str) -> tuple[np.ndarray, list]:
+        resp = client.post(f"/api/upload{query}", files={"files": ("face.jpg", face_jpeg, "image/jpeg")})
+        assert resp.status_code == 200, resp.text
+        item = resp.json()["items"][0]
+        data = base64.b64decode(item["image"].split(",", 1)[1])
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), item["faces"]
+
+    plain, faces = picture("")
+    blurred, faces_b = picture("?blur=1")
+    assert faces and len(faces) == len(faces_b)
+    x, y, w, h = faces[0]["box"]
+    sharp = cv2.Laplacian(cv2.cvtColor(plain[y:y + h, x:x + w], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+    soft = cv2.Laplacian(cv2.cvtColor(blurred[y:y + h, x:x + w], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+    assert soft < 0.2 * sharp

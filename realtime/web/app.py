@@ -251,10 +251,12 @@ class StillImages:
         self.pipeline: FacePipeline = build_pipeline(config, ImageFileSource(Path("upload.jpg")))
         self.lock = threading.Lock()
 
-    def label(self, name: str, fileobj: BinaryIO) -> dict[str, Any]:
+    def label(self, name: str, fileobj: BinaryIO, blur: bool = False) -> dict[str, Any]:
         """Read, decode, label, draw and encode one image. All of it holds the lock: one decoded
-        image at a time, however many uploads arrive together (the others wait, spooled on disk)."""
+        image at a time, however many uploads arrive together (the others wait, spooled on disk).
+        ``blur`` anonymises the faces in the returned picture."""
         with self.lock:
+            self.pipeline.blur = blur
             image = decode_upload(name, fileobj.read(), self.settings.max_image_pixels)
             frame = Frame(0, 0.0, image, name)
             self.pipeline.new_source_item()
@@ -283,6 +285,7 @@ class Job:
     fps: float
     total: int | None
     max_frames: int
+    blur: bool = False  # blur the faces in the labelled video
     state: str = "queued"  # queued | running | done | error | deleted
     frames: int = 0
     error: str | None = None
@@ -359,7 +362,7 @@ class VideoJobs:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-job")
 
     # -- submit --------------------------------------------------------------------------------
-    def submit(self, name: str, fileobj: BinaryIO) -> Job:
+    def submit(self, name: str, fileobj: BinaryIO, blur: bool = False) -> Job:
         with self.lock:
             waiting = sum(j.state in ("queued", "running") for j in self.jobs.values())
         if waiting >= MAX_QUEUED_JOBS:
@@ -381,7 +384,7 @@ class VideoJobs:
             raise
         limit_s = self.settings.max_video_seconds
         job = Job(job_id, name, folder, path, folder / f"labelled{self.format.suffix}",
-                  folder / "faces.jsonl", fps, total, max_frames=max(1, math.ceil(limit_s * fps)))
+                  folder / "faces.jsonl", fps, total, max_frames=max(1, math.ceil(limit_s * fps)), blur=blur)
         with self.lock:
             self.jobs[job_id] = job
         self.executor.submit(self._run, job)
@@ -442,7 +445,7 @@ class VideoJobs:
         config = Config(source=str(job.input), output=job.output, jsonl=job.jsonl, display=False,
                         max_frames=job.max_frames, model=self.settings.model, threads=self.settings.threads,
                         detector_backend=self.settings.detector_backend, mode="sync", progress=False,
-                        contact_sheet=False, video_codec=self.format.fourcc)
+                        contact_sheet=False, video_codec=self.format.fourcc, blur=job.blur)
 
         def progress(done: int, total: int | None) -> bool:
             job.frames = done
@@ -560,10 +563,10 @@ class BrowserCamera(Source):
 class LiveSession:
     """One pipeline per WebSocket connection, so tracking and per-track smoothing work."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, blur: bool = False) -> None:
         config = Config(source="browser", model=settings.model, threads=settings.threads,
                         detector_backend=settings.detector_backend, display=False,
-                        progress=False)
+                        progress=False, blur=blur)
         self.pipeline = build_pipeline(config, BrowserCamera("browser"))
         self.max_pixels = settings.max_live_pixels
         self.start = time.monotonic()
@@ -713,7 +716,7 @@ class WebState:
                 "video_format": self.jobs.format.description, "video_playable": self.jobs.format.playable,
                 "colours": {k: "#{2:02x}{1:02x}{0:02x}".format(*v) for k, v in COLOURS.items()}}
 
-    def handle_upload(self, upload: UploadFile) -> dict[str, Any]:
+    def handle_upload(self, upload: UploadFile, blur: bool = False) -> dict[str, Any]:
         name = safe_name(upload.filename)
         suffix = Path(name).suffix.lower()
         if suffix not in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
@@ -725,16 +728,16 @@ class WebState:
         if size == 0:
             raise WebError(422, f"{name} is empty (0 bytes)")
         if suffix in IMAGE_EXTENSIONS:
-            return self.images.label(name, upload.file)
-        return self.jobs.status(self.jobs.submit(name, upload.file))
+            return self.images.label(name, upload.file, blur)
+        return self.jobs.status(self.jobs.submit(name, upload.file, blur))
 
-    def open_live(self) -> LiveSession | None:
+    def open_live(self, blur: bool = False) -> LiveSession | None:
         with self.live_lock:
             if self.live_sessions >= self.settings.max_live_sessions:
                 return None
             self.live_sessions += 1
         try:
-            return LiveSession(self.settings)
+            return LiveSession(self.settings, blur)
         except BaseException:
             with self.live_lock:
                 self.live_sessions -= 1
@@ -801,13 +804,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _json(state.info())
 
     @app.post("/api/upload")
-    def upload(files: Annotated[list[UploadFile], File()]) -> JSONResponse:
+    def upload(files: Annotated[list[UploadFile], File()], blur: bool = False) -> JSONResponse:
         if len(files) > MAX_FILES_PER_UPLOAD:
             raise WebError(400, f"{len(files)} files in one upload; send at most {MAX_FILES_PER_UPLOAD}")
         items, statuses = [], []
         for upload in files:
             try:
-                items.append(state.handle_upload(upload))
+                items.append(state.handle_upload(upload, blur))
                 statuses.append(200)
             except WebError as exc:
                 log.warning("%s", exc.message)
@@ -852,7 +855,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.websocket("/api/live")
     async def live(ws: WebSocket) -> None:
         await ws.accept()
-        session = await asyncio.to_thread(state.open_live)
+        blur = ws.query_params.get("blur") in ("1", "true")
+        session = await asyncio.to_thread(state.open_live, blur)
         if session is None:
             await ws.send_json({"error": f"{state.settings.max_live_sessions} webcams are already connected; "
                                          "stop one and try again"})

@@ -83,6 +83,11 @@ function showError(body, text) {
   body.replaceChildren(message(text, "error"));
 }
 
+function blurOn() {
+  const box = document.querySelector("#blur");
+  return Boolean(box && box.checked);
+}
+
 async function uploadFiles(files) {
   for (const file of files) {
     const body = newCard(file.name);
@@ -95,7 +100,7 @@ async function uploadFiles(files) {
     let resp;
     let data;
     try {
-      resp = await fetch("/api/upload", { method: "POST", body: form });
+      resp = await fetch(`/api/upload?blur=${blurOn() ? 1 : 0}`, { method: "POST", body: form });
       data = await resp.json();
     } catch (err) {
       showError(body, "The server did not answer (is it still running?).");
@@ -248,7 +253,7 @@ async function startCam() {
   $("#cam-stop").disabled = false;
   camStatus("Connecting…");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/api/live`);
+  const ws = new WebSocket(`${scheme}://${location.host}/api/live?blur=${blurOn() ? 1 : 0}`);
   cam.ws = ws;
   ws.onopen = () => { camStatus("Live"); sendFrame(); };
   ws.onmessage = (event) => {
