@@ -26,10 +26,11 @@ from tqdm import tqdm
 from .classifier import APPARENT_AGE, GenderClassifier
 from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
+from .files import refuse_overlap
 from .live import DEFAULT_CAPTURES, LiveWindow
 from .overlay import FaceView, contact_sheet, draw_faces
 from .paths import GENDER_MODEL
-from .sinks import ImageFolderSink, JsonlSink, VideoSink, check_writable, write_image_atomic
+from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
 from .tracker import CachePolicy, Tracker
 from .worker import ClassifierWorker
@@ -315,10 +316,14 @@ def _timed_frames(source: Source, timing: Timing, loop: bool) -> Iterator[Frame]
         source.open()
 
 
-class _CtrlC:
-    """SIGINT that never lands in the middle of writing a frame to the outputs.
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
 
-    Outside :meth:`deferred` blocks Ctrl-C raises ``KeyboardInterrupt`` at once (a blocked read
+
+class _CtrlC:
+    """SIGINT (and SIGTERM, SIGHUP: ``kill``, a closed terminal) that never lands in the middle
+    of writing a frame to the outputs; all three stop a run the same way, keeping valid outputs.
+
+    Outside :meth:`deferred` blocks a signal raises ``KeyboardInterrupt`` at once (a blocked read
     is interrupted); inside, it is raised when the block ends. Only the main thread can own
     signals: elsewhere (the web app's worker threads) this does nothing.
     """
@@ -328,9 +333,10 @@ class _CtrlC:
         self.critical = False
         self.pending = False
         self.held = False
-        self.previous = signal.getsignal(signal.SIGINT) if self.active else None
+        self.previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if self.active else {}
         if self.active:
-            signal.signal(signal.SIGINT, self._handler)
+            for s in STOP_SIGNALS:
+                signal.signal(s, self._handler)
 
     def _handler(self, signum: int, frame: object) -> None:
         if self.critical or self.held:
@@ -354,7 +360,8 @@ class _CtrlC:
 
     def restore(self) -> None:
         if self.active:
-            signal.signal(signal.SIGINT, self.previous)
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
             self.active = False
 
 
@@ -367,7 +374,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
     started = time.perf_counter()
     source = open_source(config.source, config.reconnect, config.camera_size, config.camera_fps)
     folder_mode = source.kind in ("folder", "image")
-    _check_outputs(config, folder_mode)
+    _check_outputs(config, folder_mode, source)
     stats = RunStats()
     with source:
         pipeline = build_pipeline(config, source)
@@ -380,6 +387,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                    disable=not config.progress, dynamic_ncols=True)
         fps_meter = _Fps()
         error: UserError | None = None
+        write_failed: OutputError | None = None
         ctrl_c = _CtrlC()
         try:
             for frame in _timed_frames(source, pipeline.timing, config.loop):
@@ -411,6 +419,8 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
             stats.interrupted = True
         except SourceError as exc:
             error = exc
+        except OutputError as exc:  # disk full, read-only, I/O error: no output is published
+            write_failed = exc
         finally:
             ctrl_c.hold()  # a second Ctrl-C must not leave half-renamed outputs
             bar.close()
@@ -418,12 +428,21 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                 window.close()
                 stats.captures = [str(p) for p in (*window.snapshots, *window.recordings)]
             pipeline.close()
-            stats.outputs = sinks.close(keep=True)
+            try:
+                stats.outputs = sinks.close(keep=write_failed is None)
+            except OutputError as exc:  # the finished video failed its check: nothing was kept
+                sinks.close(keep=False)
+                write_failed = write_failed or exc
             ctrl_c.restore()
             stats.seconds = time.perf_counter() - started
             stats.timing = pipeline.timing.per_frame()
             stats.classified = pipeline.timing.classified
             stats.skipped = list(getattr(source, "skipped", []))
+        if write_failed is not None:
+            raise write_failed
+        if folder_mode and stats.frames == 0 and stats.skipped and not stats.interrupted:
+            raise UserError(f"none of the {len(stats.skipped)} image(s) in {config.source} could be read "
+                            f"(first: {stats.skipped[0]})")
         if stats.interrupted:
             held = ", ".join(f"{k} {v}" for k, v in stats.outputs.items())
             log.warning("interrupted after %d frames%s", stats.frames, f"; kept {held}" if held else "")
@@ -435,7 +454,16 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
     return stats
 
 
-def _check_outputs(config: Config, folder_mode: bool) -> None:
+def input_paths(source: Source) -> list[Path]:
+    """The files or folder a source reads (for the overlap check); none for cameras and URLs."""
+    path = getattr(source, "path", None) or getattr(source, "folder", None)
+    return [Path(path)] if path is not None else []
+
+
+def _check_outputs(config: Config, folder_mode: bool, source: Source | None = None) -> None:
+    if source is not None:
+        refuse_overlap([("--output", config.output, folder_mode), ("--jsonl", config.jsonl, False)],
+                       input_paths(source))
     if config.output is not None:
         if folder_mode:
             check_writable(config.output, is_dir=True)
@@ -458,6 +486,10 @@ class _Sinks:
         self.sheet_path: Path | None = None
         self.config = config
         self.fps = source.fps
+        # Live sources (streams, cameras) report a nominal rate or none: the video is written at
+        # the rate measured over its first frames, so it plays at the speed it was captured.
+        self.measure_fps = source.live
+        self.pending: list[tuple[float, np.ndarray]] = []
         jsonl = config.jsonl
         if folder_mode and config.output is not None:
             self.images = ImageFolderSink(config.output)
@@ -488,12 +520,46 @@ class _Sinks:
                                              else crop[..., ::-1], face.label or "uncertain",
                                              f"{face.label}{conf}\n{Path(frame.name or '').name}"))
         elif self.config.output is not None:
+            if self.video is None and self.measure_fps:
+                self.pending.append((frame.time_s, annotated))
+                span = self.pending[-1][0] - self.pending[0][0]
+                if len(self.pending) < self.MEASURE_FRAMES and span < self.MEASURE_SECONDS:
+                    return
+                self._open_video(frame.image.shape)
+                return
             if self.video is None:
-                h, w = frame.image.shape[:2]
-                self.video = VideoSink(self.config.output, self.fps, (w, h), self.config.video_codec)
+                self._open_video(frame.image.shape)
             self.video.write(annotated)
 
+    MEASURE_FRAMES, MEASURE_SECONDS = 15, 2.0
+
+    def _open_video(self, shape: tuple[int, ...]) -> None:
+        """Open the video writer, at the measured rate for live sources, and write what waited."""
+        pending, self.pending = self.pending, []
+        if len(pending) >= 2 and pending[-1][0] > pending[0][0]:
+            measured = (len(pending) - 1) / (pending[-1][0] - pending[0][0])
+            if 0.5 <= measured <= 240:
+                if abs(measured - self.fps) > 0.5:
+                    log.info("recording at the measured %.1f fps (the source says %.1f)", measured, self.fps)
+                self.fps = measured
+        h, w = shape[:2]
+        self.video = VideoSink(self.config.output, self.fps, (w, h), self.config.video_codec)
+        for _, image in pending:
+            self.video.write(image)
+
     def close(self, keep: bool) -> dict[str, str]:
+        """Publish every output (``keep``) or none: all are finished and checked first, so a disk
+        that fills up at the end leaves no output at a final name."""
+        if self.pending and keep:  # a short live run: fewer frames than the rate measurement wanted
+            self._open_video(self.pending[-1][1].shape)
+        if keep:
+            try:
+                for sink in (self.jsonl, self.video):
+                    if sink is not None:
+                        sink.finalize()
+            except OutputError:
+                self.close(keep=False)
+                raise
         held: dict[str, str] = {}
         if self.video is not None:
             self.video.close(keep)
@@ -505,7 +571,7 @@ class _Sinks:
                 held["jsonl"] = f"{self.jsonl.path} ({self.jsonl.count} lines)"
         if self.images is not None:
             held["images"] = f"{self.images.folder} ({self.images.count} images)"
-            if self.sheet_path is not None:
+            if self.sheet_path is not None and keep and self.images.count:
                 write_image_atomic(self.sheet_path, contact_sheet(self.sheet_tiles))
                 held["contact_sheet"] = str(self.sheet_path)
         return held

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,52 +17,63 @@ import cv2
 import numpy as np
 
 from .errors import UserError
+from .files import (
+    STDOUT,
+    check_writable,
+    discard,
+    is_special,
+    make_folder,
+    publish,
+    register_temp,
+    temp_name,
+    write_bytes_atomic,
+    write_error,
+)
 from .native import quiet_stderr
+
+__all__ = ["ImageFolderSink", "JsonlSink", "OutputError", "VideoSink", "check_writable", "temp_name",
+           "write_image_atomic"]
 
 log = logging.getLogger(__name__)
 
 
-def check_writable(path: Path, is_dir: bool = False) -> None:
-    """Fail early, before any work, when ``path`` cannot be written."""
-    target = path if is_dir else path.parent
-    if is_dir and path.exists() and not path.is_dir():
-        raise UserError(f"output folder {path} exists and is not a folder")
-    if not is_dir and path.is_dir():
-        raise UserError(f"output {path} is a folder; give a file name")
-    probe_dir = target
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {target} (no such folder or no permission)")
-
-
-def temp_name(path: Path) -> Path:
-    """``out.mp4`` → ``.out.partial-<pid>.mp4`` beside it (extension kept for the codec)."""
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+class OutputError(UserError):
+    """An output could not be written (disk full, read-only, I/O error): no output is kept."""
 
 
 class _AtomicSink:
+    """A regular file is written under a temporary name and renamed when complete; a special file
+    (``-``, a device, a FIFO, a link to one) is written directly."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = temp_name(path)
+        self.special = is_special(path)
+        self.tmp = path if self.special else temp_name(path)
+        if not self.special:
+            register_temp(self.tmp)
         self.count = 0
         self.closed = False
 
     def _finish(self, keep: bool) -> None:
-        if keep and self.count > 0:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
         self.closed = True
+        if self.special:
+            return
+        if keep and self.count > 0:
+            publish(self.tmp, self.path)
+        else:
+            discard(self.tmp)
 
 
 class VideoSink(_AtomicSink):
-    """MPEG-4 video (``mp4v``; plays in VLC/ffmpeg, not all browsers) at the input's size and fps."""
+    """MPEG-4 video (``mp4v``; plays in VLC/ffmpeg, not all browsers) at the input's size and fps.
+
+    OpenCV's writer reports no write errors (a full disk gives an unplayable file and no error),
+    so :meth:`close` reopens the finished file and counts its frames before publishing it."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int], fourcc: str = "mp4v") -> None:
-        super().__init__(path)
         check_writable(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
+        super().__init__(path)
         self.size = size
         with quiet_stderr():  # FFmpeg notes such as "tag VP80 is not supported" stay off the terminal
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), fps, size)
@@ -75,41 +87,110 @@ class VideoSink(_AtomicSink):
         self.writer.write(frame)
         self.count += 1
 
+    finalized = False
+
+    def finalize(self) -> None:
+        """Finish the file and check it (raises :class:`OutputError`); :meth:`close` publishes it."""
+        if self.finalized or self.closed:
+            return
+        self.writer.release()
+        self.finalized = True
+        if self.count > 0 and not self.special:
+            frames = _frames_in(self.tmp)
+            if frames < self.count:
+                raise OutputError(f"cannot write video {self.path}: the written file holds {frames} of "
+                                  f"{self.count} frames (the disk is full?); nothing kept")
+
     def close(self, keep: bool = True) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        if not self.finalized:
             self.writer.release()
-            self._finish(keep)
+            self.finalized = True
+        self._finish(keep)
+
+
+def _frames_in(path: Path) -> int:
+    """Frames a finished video file really holds (0 when it cannot be opened)."""
+    try:
+        if path.stat().st_size == 0:
+            return 0
+    except OSError:
+        return 0
+    with quiet_stderr():
+        cap = cv2.VideoCapture(str(path))
+        try:
+            if not cap.isOpened():
+                return 0
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            return n if n > 0 else 0
+        finally:
+            cap.release()
 
 
 class JsonlSink(_AtomicSink):
-    """One JSON object per line, flushed as it goes (to the temporary name)."""
+    """One JSON object per line (to the temporary name, or straight to stdout with ``-``)."""
 
     def __init__(self, path: Path) -> None:
+        if str(path) != STDOUT:
+            check_writable(path)
+            make_folder(path.parent)
         super().__init__(path)
-        check_writable(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = self.tmp.open("w", encoding="utf-8")
+        try:
+            self.fh = sys.stdout if str(path) == STDOUT else open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            discard(self.tmp)
+            raise OutputError(str(write_error(path, exc))) from exc
 
     def write(self, record: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(record, separators=(", ", ": ")) + "\n")
+        try:
+            self.fh.write(json.dumps(record, separators=(", ", ": ")) + "\n")
+            if self.special:
+                self.fh.flush()
+        except OSError as exc:
+            raise OutputError(str(write_error(self.path, exc))) from exc
         self.count += 1
 
+    finalized = False
+
+    def finalize(self) -> None:
+        """Flush everything to the disk (raises :class:`OutputError`); :meth:`close` publishes it."""
+        if self.finalized or self.closed:
+            return
+        self.finalized = True
+        try:
+            self.fh.flush()
+            if self.fh is not sys.stdout:
+                if not self.special:
+                    os.fsync(self.fh.fileno())
+                self.fh.close()
+        except OSError as exc:
+            raise OutputError(str(write_error(self.path, exc))) from exc
+
     def close(self, keep: bool = True) -> None:
-        if not self.closed:
-            self.fh.close()
-            self._finish(keep)
+        if self.closed:
+            return
+        if not self.finalized:
+            self.finalized = True
+            try:
+                if self.fh is not sys.stdout:
+                    self.fh.close()
+            except OSError:
+                keep = False
+        self._finish(keep)
 
 
 def write_image_atomic(path: Path, image: np.ndarray, quality: int = 92) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
+    make_folder(path.parent)
     ext = path.suffix.lower()
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext if ext in (".jpg", ".jpeg", ".png", ".bmp", ".webp") else ".png", image, params)
     if not ok:
         raise UserError(f"cannot encode image {path}")
-    buf.tofile(str(tmp))
-    os.replace(tmp, path)
+    try:
+        write_bytes_atomic(path, buf.tobytes())
+    except UserError as exc:
+        raise OutputError(str(exc)) from exc
 
 
 class ImageFolderSink:
@@ -117,7 +198,7 @@ class ImageFolderSink:
 
     def __init__(self, folder: Path) -> None:
         check_writable(folder, is_dir=True)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         self.folder = folder
         self.count = 0
 

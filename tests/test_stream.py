@@ -148,3 +148,19 @@ def test_stream_that_never_comes_back(colour_model: Path, frames: list[np.ndarra
     assert_one_error(result, "did not come back after 3 tries")
     assert stderr.count("reconnecting in") == 3
     assert len(read_jsonl(jsonl)) > 0  # what was processed before the drop is kept
+
+
+def test_stream_is_recorded_at_its_measured_rate(colour_model: Path, frames: list[np.ndarray], tmp_path: Path) -> None:
+    """A 12 fps stream must not play 2.5x too fast: the video gets the rate measured while recording."""
+    server = MjpegServer(frames, fps=12).start()
+    try:
+        out = tmp_path / "stream.mp4"
+        proc = subprocess.run([sys.executable, "-m", "realtime", "--source", server.url, "--output", str(out),
+                               "--max-frames", "36", "--model", str(colour_model), "--no-display", "--no-progress"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        cap = cv2.VideoCapture(str(out))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 36
+        assert 9.0 <= cap.get(cv2.CAP_PROP_FPS) <= 15.0
+    finally:
+        server.stop()

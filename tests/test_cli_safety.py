@@ -1,0 +1,127 @@
+"""No input is ever written, special outputs are streamed, write errors and signals leave nothing
+incomplete at a final name, and argument errors are one line (issue 10's CLI rules)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from realtime_helpers import REPO_ROOT, assert_one_error, leftovers, run_realtime, synthetic_frames, write_clip
+
+
+def digest(path: Path) -> str:
+    if path.is_dir():
+        return hashlib.sha256(b"".join(digest(p).encode() for p in sorted(path.rglob("*")) if p.is_file())).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "clip.mp4", synthetic_frames(6))
+
+
+def test_output_or_jsonl_equal_to_the_input_is_refused(clip: Path, tmp_path: Path) -> None:
+    before = digest(clip)
+    assert_one_error(run_realtime("--source", str(clip), "--output", str(clip)), "is the input")
+    alias = tmp_path / "." / "clip.mp4"
+    assert_one_error(run_realtime("--source", str(clip), "--jsonl", str(alias)), "is the input")
+    link = tmp_path / "link.mp4"
+    link.symlink_to(clip)
+    assert_one_error(run_realtime("--source", str(clip), "--output", str(link)), "is the input")
+    assert digest(clip) == before
+
+
+def test_folder_output_inside_or_onto_the_input_is_refused(face_dataset, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    shutil.copytree(face_dataset.root / "female", photos)
+    before = digest(photos)
+    for out in (photos, photos / "labelled", tmp_path):
+        assert_one_error(run_realtime("--source", str(photos), "--output", str(out)), "overlaps the input")
+    assert digest(photos) == before
+
+
+def test_jsonl_to_stdout_and_to_a_device_link(clip: Path, tmp_path: Path) -> None:
+    proc = run_realtime("--source", str(clip), "--jsonl", "-", "-q")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 6 and lines[0]["frame"] == 0
+    link = tmp_path / "null.jsonl"
+    link.symlink_to("/dev/null")
+    proc = run_realtime("--source", str(clip), "--jsonl", str(link))
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and os.path.realpath(link) == "/dev/null"
+
+
+def _tiny_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("what", ["video", "jsonl"])
+def test_disk_full_is_one_error_and_nothing_at_a_final_name(tmp_path: Path, what: str) -> None:
+    full = tmp_path / "full"
+    if not _tiny_tmpfs(full, "64k"):
+        pytest.skip("needs root and tmpfs to fill a disk")
+    try:
+        clip = write_clip(tmp_path / "long.mp4", synthetic_frames(60, size=(640, 480)))
+        out = {"video": ["--output", str(full / "out.mp4")], "jsonl": ["--output", str(tmp_path / "ok.mp4"),
+                                                                     "--jsonl", str(full / "out.jsonl")]}[what]
+        if what == "jsonl":  # fill the disk first so that the JSONL cannot grow
+            (full / "filler").write_bytes(b"x" * 60_000)
+        proc = run_realtime("--source", str(clip), *out)
+        assert_one_error(proc, "cannot write", "disk")
+        assert not (full / "out.mp4").exists() and not (full / "out.jsonl").exists()
+        assert not (tmp_path / "ok.mp4").exists()  # no output is published when one fails
+        assert not leftovers(full) and not leftovers(tmp_path)
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path: Path, sig: signal.Signals) -> None:
+    out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "realtime", "--source", "synthetic:frames=100000,size=320x240",
+                             "--output", str(out), "--jsonl", str(jsonl), "--no-display", "--no-progress"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not leftovers(tmp_path):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    frames = int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert frames > 0 and frames == len(jsonl.read_text().splitlines())
+    assert not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("args", [["--reconnect-wait", "-1"], ["--threads", "0"], ["--min-face-score", "1.5"],
+                                  ["--output", ""], ["--camera-size", "big"], ["--max-age", "0"]])
+def test_argument_errors_are_one_line_without_usage(args: list[str]) -> None:
+    proc = run_realtime("--source", "synthetic:frames=2", *args)
+    line = assert_one_error(proc)
+    assert "usage:" not in proc.stderr and line.endswith("(see --help)")
+
+
+def test_unknown_synthetic_key_and_unreadable_folder(tmp_path: Path) -> None:
+    assert_one_error(run_realtime("--source", "synthetic:bogus=1"), "unknown key", "bogus")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (bad / "b.png").write_bytes(b"")
+    proc = run_realtime("--source", str(bad), "--output", str(tmp_path / "out"))
+    assert_one_error(proc, "none of the 2 image(s)")
+    assert not (tmp_path / "out" / "contact_sheet.jpg").exists()
