@@ -125,3 +125,17 @@ def test_unknown_synthetic_key_and_unreadable_folder(tmp_path: Path) -> None:
     proc = run_realtime("--source", str(bad), "--output", str(tmp_path / "out"))
     assert_one_error(proc, "none of the 2 image(s)")
     assert not (tmp_path / "out" / "contact_sheet.jpg").exists()
+
+
+@pytest.mark.parametrize("cmd", [
+    ["realtime.web", "--port", "0"],
+    ["realtime.web", "--max-upload-mb", "-3"],
+    ["training", "train", "--data", "d", "--run", "r", "--batch-size", "0"],
+    ["training", "prepare", "--out", "o", "--val-fraction", "1.5"],
+    ["training", "export", "--checkpoint", "c", "--data", "d", "--threads", "0"],
+    ["training", "evaluate", "--model", "m", "--data", "d", "--report", "r", "--batch-size", "-1"],
+])
+def test_other_clis_refuse_bad_arguments_in_one_line(cmd: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    line = assert_one_error(proc)
+    assert "usage:" not in proc.stderr and line.endswith("(see --help)")

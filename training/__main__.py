@@ -19,7 +19,17 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from realtime.cli import add_version, prog_name, setup_logging
+from realtime.cli import (
+    Parser,
+    add_version,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    prog_name,
+    setup_logging,
+    unit_float,
+)
 from realtime.errors import UserError
 
 from .errors import TrainingInterruptedError
@@ -122,8 +132,8 @@ def _module_command(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog_name("python -m training"), description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=prog_name("python -m training"), description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utkface", help="UTKFace folder with labels.csv and images/")
     p.add_argument("--folder", action="append", help="folder with female/ and male/ (repeatable)")
     p.add_argument("--out", required=True, help="cache folder to write")
-    p.add_argument("--size", type=int, default=128, help="crop size in px (default 128)")
-    p.add_argument("--margin", type=float, default=None, help="crop margin (default: realtime's)")
-    p.add_argument("--context", type=float, default=1.5,
+    p.add_argument("--size", type=positive_int, default=128, help="crop size in px (default 128)")
+    p.add_argument("--margin", type=non_negative_float, default=None, help="crop margin (default: realtime's)")
+    p.add_argument("--context", type=positive_float, default=1.5,
                    help="cache windows this many times wider than the runtime crop, so training "
                         "can re-frame faces looser and tighter (default 1.5; 1.0 = runtime crop only)")
     p.add_argument("--val", action="append", metavar="DIR",
@@ -143,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", action="append", metavar="DIR",
                    help="a folder with female/ and male/ used as the test split (repeatable); "
                         "then nothing else goes to test")
-    p.add_argument("--val-fraction", type=float, default=FRACTIONS["val"],
+    p.add_argument("--val-fraction", type=unit_float, default=FRACTIONS["val"],
                    help=f"share of the faces for validation (default {FRACTIONS['val']})")
-    p.add_argument("--test-fraction", type=float, default=FRACTIONS["test"],
+    p.add_argument("--test-fraction", type=unit_float, default=FRACTIONS["test"],
                    help=f"share of the faces for test (default {FRACTIONS['test']})")
     p.add_argument("--split-seed", type=int, default=SEED,
                    help=f"seed of the split and of --limit's sample (default {SEED})")
@@ -153,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(default: UTKFace, or the folder names)")
     p.add_argument("--data-licence", help="the data's licence, for the metadata and the model card "
                                           "(default: UTKFace's, or 'not stated' for folders)")
-    p.add_argument("--limit", type=int, default=0,
+    p.add_argument("--limit", type=non_negative_int, default=0,
                    help="only N images, sampled per class with --split-seed (for trials; default 0: all)")
     p.add_argument("--force", action="store_true", help="replace an existing cache in --out")
     p.set_defaults(func=_cmd_prepare)
@@ -167,26 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "or VGG16 base .h5) (default none)")
     p.add_argument("--schedule", default=DEFAULT_SCHEDULE,
                    help=f"input sizes and epochs, SIZE:EPOCHS,... (default {DEFAULT_SCHEDULE})")
-    p.add_argument("--batch-size", type=int, default=32, help="crops per step (default 32)")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak Adam learning rate (cosine decay)")
-    p.add_argument("--frozen-epochs", type=int, default=2,
+    p.add_argument("--batch-size", type=positive_int, default=32, help="crops per step (default 32)")
+    p.add_argument("--lr", type=positive_float, default=1e-4, help="peak Adam learning rate (cosine decay)")
+    p.add_argument("--frozen-epochs", type=non_negative_int, default=2,
                    help="epochs with a frozen base when weights are pretrained (default 2)")
-    p.add_argument("--min-age", type=int, default=13,
+    p.add_argument("--min-age", type=non_negative_int, default=13,
                    help="adults from this age: gender is validated on them, and without the age head "
                         "training uses only them (default 13)")
     p.add_argument("--age-head", action="store_true",
                    help="add the apparent-age output and train on all ages (children's gender loss "
                         "weighted by --child-gender-weight)")
-    p.add_argument("--age-weight", type=float, default=0.03,
+    p.add_argument("--age-weight", type=non_negative_float, default=0.03,
                    help="weight of the age loss (Huber, years) against the gender loss (default 0.03)")
-    p.add_argument("--child-gender-weight", type=float, default=0.3,
+    p.add_argument("--child-gender-weight", type=non_negative_float, default=0.3,
                    help="gender loss weight of faces under --min-age with the age head (default 0.3)")
     p.add_argument("--lr-schedule", choices=("cosine", "plateau"), default="cosine",
                    help="cosine decay over the schedule, or plateau: halve the rate after every 2 "
                         "epochs without a better validation score (default cosine)")
-    p.add_argument("--patience", type=int, default=0,
+    p.add_argument("--patience", type=non_negative_int, default=0,
                    help="stop when validation has not improved for this many epochs (default 0: never)")
-    p.add_argument("--mask-prob", type=float, default=0.4, help="share of training crops masked (default 0.4)")
+    p.add_argument("--mask-prob", type=unit_float, default=0.4, help="share of training crops masked (default 0.4)")
     p.add_argument("--mask-templates", default="bundled",
                    help="MaskTheFace templates: bundled (shipped with the package), none (drawn masks "
                         "only), or a folder with masks.cfg and templates/ (default bundled)")
@@ -207,18 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help=f"output .tflite, its .json beside it (default: {DEFAULT_EXPORT_NAME} in the "
                                  "checkpoint's run folder)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"input size in px (default {DEFAULT_SIZE})")
-    p.add_argument("--max-drop", type=float, default=0.5,
+    p.add_argument("--size", type=positive_int, default=DEFAULT_SIZE, help=f"input size in px (default {DEFAULT_SIZE})")
+    p.add_argument("--max-drop", type=non_negative_float, default=0.5,
                    help="fail when int8 accuracy is this many points below float (default 0.5)")
-    p.add_argument("--rep-samples", type=int, default=300, help="representative crops (default 300)")
+    p.add_argument("--rep-samples", type=positive_int, default=300, help="representative crops (default 300)")
     p.add_argument("--mask-templates", default="bundled",
                    help="MaskTheFace templates for the masked reports: bundled, none or a folder (default bundled)")
-    p.add_argument("--min-age", type=int, default=13, help="report adults from this age (default 13)")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads for the checks (default 2)")
+    p.add_argument("--min-age", type=non_negative_int, default=13, help="report adults from this age (default 13)")
+    p.add_argument("--threads", type=positive_int, default=2, help="interpreter threads for the checks (default 2)")
     p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
                    help="flip averaging (each face and its mirror image): auto keeps it when it is more "
                         "accurate on the validation split (default auto)")
-    p.add_argument("--uncertain-share", type=float, default=0.05,
+    p.add_argument("--uncertain-share", type=unit_float, default=0.05,
                    help="the uncertain band is the narrowest around the threshold that holds this share "
                         "of validation faces (default 0.05)")
     p.add_argument("--note", default="", help="how the model was trained (goes into the metadata)")

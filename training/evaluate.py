@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from realtime.classifier import UNCERTAIN, GenderClassifier
+from realtime.cli import positive_int
 from realtime.crop import Box, largest_box
 from realtime.detection import BACKENDS
 from realtime.errors import UserError
@@ -92,8 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="CSV with file,age,gender,race: age and race for the by-group "
                                          "table (default: from UTKFace-style file names); the true "
                                          "gender always comes from the folder")
-    parser.add_argument("--batch-size", type=int, default=16, help="faces per classifier call")
-    parser.add_argument("--threads", type=int, default=2, help="classifier threads (default 2)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="faces per classifier call (default 16)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="classifier threads (default 2)")
 
 
 def read_labels(path: Path) -> dict[str, tuple[int | None, str]]:

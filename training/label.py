@@ -70,6 +70,7 @@ import numpy as np
 from tqdm import tqdm
 
 from realtime.classifier import UNCERTAIN, GenderClassifier, Prediction
+from realtime.cli import positive_int
 from realtime.crop import largest_box
 from realtime.errors import UserError
 from realtime.face_detector import Detection, FaceDetector
@@ -851,7 +852,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label order: confidence (most confident first; default with --model), "
                              "uncertain (least confident first) or name (default without --model)")
     parser.add_argument("--retry-skipped", action="store_true", help="show images skipped before again")
-    parser.add_argument("--threads", type=int, default=2, help="model threads (default 2)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="model threads (default 2)")
 
 
 def run(args: argparse.Namespace, key_source: KeySource | None = None, show: Show | None = None) -> int:
