@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,15 @@ def frame(level: int, index: int = 0) -> Frame:
 @pytest.mark.parametrize("asynchronous", [False, True])
 def test_child_gate_and_apparent_age_in_jsonl(age_model: Path, asynchronous: bool) -> None:
     clf = GenderClassifier(age_model)
-    pipe = FacePipeline(ScriptedDetector([[(40, 20, 60, 60)]] * 40), clf, asynchronous=asynchronous)
+    pipe = FacePipeline(ScriptedDetector([[(40, 20, 60, 60)]] * 1000), clf, asynchronous=asynchronous)
     try:
         faces = []
-        for i in range(40):
+        deadline = time.monotonic() + 20
+        for i in range(1000):  # async: frames go on while the worker classifies
             faces = pipe.process(frame(20, i))  # looks about 6 years old
-            if faces and faces[0].label is not None:
+            if (faces and faces[0].label is not None) or time.monotonic() > deadline:
                 break
+            time.sleep(0.01)
         (face,) = faces
         assert face.label == "uncertain" and face.reason == "child"
         assert face.apparent_age == pytest.approx(80 * 20 / 255, abs=0.7)
