@@ -145,6 +145,17 @@ def main(argv: list[str] | None = None) -> int:
 
             check_writable(args.summary)
             summary = TrackSummary(source=args.source)
+        # One image and nothing to write: say what was found, one line per face, on stdout.
+        faces_found: list = []
+        lines_only = (args.output is None and args.jsonl is None and args.summary is None
+                      and Path(args.source).suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+
+        def observe(frame, faces, annotated, pipeline) -> None:
+            if summary is not None:
+                summary.observe(frame, faces, annotated, pipeline)
+            if lines_only:
+                faces_found.extend(faces)
+
         config = Config(
             source=args.source, output=args.output, jsonl=args.jsonl, display=not args.no_display,
             max_frames=args.max_frames, model=args.model, detector=args.detector,
@@ -153,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             classify_every_frame=args.classify_every_frame, max_age_s=args.max_age,
             reconnect=ReconnectPolicy(tries=max(0, args.reconnect_tries), first_wait_s=args.reconnect_wait),
             progress=not args.no_progress and not args.quiet, loop=args.loop,
-            observer=None if summary is None else summary.observe,
+            observer=observe if (summary is not None or lines_only) else None,
             mirror=args.mirror, blur=args.blur or args.privacy, privacy=args.privacy, captures=args.snapshots,
             camera_size=args.camera_size, camera_fps=args.camera_fps,
         )
@@ -167,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if summary is not None:
             stats.outputs["summary"] = _write_summary(summary, args.summary)
+        if lines_only:
+            _print_faces(faces_found, args.source)
     except UserError as exc:
         if args.verbose:
             log.exception("failed")
@@ -184,6 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         summary += f"; {len(stats.captures)} snapshot(s)/clip(s) in {args.snapshots}"
     log.info(summary)
     return 130 if stats.interrupted else 0
+
+
+def _print_faces(faces: list, source: str) -> None:
+    if not faces:
+        print(f"{source}: no face found")
+    for k, face in enumerate(faces, 1):
+        p = "" if face.p_female is None else f" p_female={face.p_female:.2f}"
+        age = "" if face.apparent_age is None else f" apparent_age={face.apparent_age:.1f}"
+        reason = f" ({face.reason})" if face.reason else ""
+        x, y, w, h = face.box
+        print(f"{source}: face {k}: {face.label or 'uncertain'}{reason}{p}{age} box={x},{y},{w},{h}")
 
 
 def _write_summary(summary: TrackSummary, path: Path) -> str:

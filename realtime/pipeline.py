@@ -460,12 +460,24 @@ def input_paths(source: Source) -> list[Path]:
     return [Path(path)] if path is not None else []
 
 
+def single_image_output(config: Config, source: Source) -> bool:
+    """``--output x.jpg`` for one image writes that image (not a folder named x.jpg)."""
+    return (source.kind == "image" and config.output is not None
+            and config.output.suffix.lower() in IMAGE_OUTPUT_EXTENSIONS and not config.output.is_dir())
+
+
+IMAGE_OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
 def _check_outputs(config: Config, folder_mode: bool, source: Source | None = None) -> None:
+    single = source is not None and single_image_output(config, source)
     if source is not None:
-        refuse_overlap([("--output", config.output, folder_mode), ("--jsonl", config.jsonl, False)],
+        refuse_overlap([("--output", config.output, folder_mode and not single), ("--jsonl", config.jsonl, False)],
                        input_paths(source))
     if config.output is not None:
-        if folder_mode:
+        if single:
+            check_writable(config.output)
+        elif folder_mode:
             check_writable(config.output, is_dir=True)
         else:
             if config.output.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"):
@@ -491,7 +503,10 @@ class _Sinks:
         self.measure_fps = source.live
         self.pending: list[tuple[float, np.ndarray]] = []
         jsonl = config.jsonl
-        if folder_mode and config.output is not None:
+        self.single_image = single_image_output(config, source)
+        if self.single_image:
+            pass  # written at the end of the one frame (write()), atomically
+        elif folder_mode and config.output is not None:
             self.images = ImageFolderSink(config.output)
             jsonl = jsonl or config.output / "predictions.jsonl"
             if config.contact_sheet:
@@ -505,6 +520,10 @@ class _Sinks:
               pipeline: FacePipeline) -> None:
         if self.jsonl is not None:
             self.jsonl.write(frame_record(frame, faces, privacy=self.config.privacy))
+        if self.single_image:
+            write_image_atomic(self.config.output, annotated)
+            self.written_image = self.config.output
+            return
         if self.images is not None:
             self.images.write(frame.name or f"frame_{frame.index:06d}.jpg", annotated)
             if self.sheet_path is not None and len(self.sheet_tiles) < self.MAX_SHEET_TILES:
@@ -561,6 +580,8 @@ class _Sinks:
                 self.close(keep=False)
                 raise
         held: dict[str, str] = {}
+        if getattr(self, "written_image", None) is not None and keep:
+            held["image"] = str(self.written_image)
         if self.video is not None:
             self.video.close(keep)
             if keep and self.video.count:

@@ -139,3 +139,16 @@ def test_other_clis_refuse_bad_arguments_in_one_line(cmd: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     line = assert_one_error(proc)
     assert "usage:" not in proc.stderr and line.endswith("(see --help)")
+
+
+def test_single_image_prints_faces_or_writes_the_named_image(tmp_path: Path, face_image) -> None:
+    image = tmp_path / "grace.jpg"
+    cv2.imwrite(str(image), face_image)
+    proc = run_realtime("--source", str(image), "-q")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith(f"{image}: face 1: ") and "p_female=" in line and "box=" in line
+    out = tmp_path / "one.jpg"
+    proc = run_realtime("--source", str(image), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and cv2.imread(str(out)).shape == face_image.shape
