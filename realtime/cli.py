@@ -81,6 +81,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def int_in_range(low: int, high: int):
+    """An argparse type for integers in ``low..high``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
 def unit_float(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:

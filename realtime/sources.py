@@ -733,3 +733,21 @@ def list_cameras(max_index: int = 10) -> list[dict]:
         finally:
             cap.release()
     return found
+
+
+def read_video_frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    """Every frame of a (short) video file in memory; :class:`SourceError` when it has none."""
+    with quiet_stderr():
+        cap = cv2.VideoCapture(str(path))
+    frames: list[np.ndarray] = []
+    try:
+        while limit is None or len(frames) < limit:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    if not frames:
+        raise SourceError(f"no frames in {path}")
+    return frames

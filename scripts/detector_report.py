@@ -36,22 +36,9 @@ from realtime.detection import iou  # noqa: E402
 from realtime.errors import UserError  # noqa: E402
 from realtime.face_detector import FaceDetector, mediapipe_support  # noqa: E402
 from realtime.paths import DEMO_CLIP  # noqa: E402
+from realtime.sources import read_video_frames  # noqa: E402
 
 log = logging.getLogger("detector_report")
-
-
-def read_clip(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    if not frames:
-        raise UserError(f"no frames in {path}")
-    return frames
 
 
 def still_images(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -117,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ok, why = mediapipe_support()
         if not ok:
             raise UserError(f"both backends are needed to compare them: {why}")
-        frames = read_clip(args.clip)
+        frames = read_video_frames(args.clip)
         stills = still_images(frames)
         report: dict[str, Any] = {
             "clip": str(args.clip.relative_to(REPO_ROOT) if args.clip.is_relative_to(REPO_ROOT) else args.clip),

@@ -16,6 +16,7 @@ import pytest
 from realtime.detection import iou
 from realtime.face_detector import FaceDetector, StillImageDetector, mediapipe_support
 from realtime.paths import DEMO_CLIP
+from realtime.sources import read_video_frames
 
 pytestmark = pytest.mark.skipif(not mediapipe_support()[0], reason="mediapipe cannot run here")
 
@@ -26,14 +27,7 @@ SHARE_TYPICAL = 0.9
 
 
 def demo_frames() -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(DEMO_CLIP))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_video_frames(DEMO_CLIP)
     assert len(frames) > 30
     return frames
 

@@ -10,6 +10,7 @@ from realtime.crop import crop_face
 from realtime.face_detector import FaceDetector
 from realtime.paths import DEMO_CLIP
 from realtime.privacy import blur_faces, face_region
+from realtime.sources import read_video_frames
 
 SIDE = 96
 
@@ -29,13 +30,7 @@ def laplacian_variance(image: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def demo_faces() -> list[tuple[int, np.ndarray, tuple[int, int, int, int]]]:
     """(frame index, frame, box) of every face the detector finds in frames 20 and 40."""
-    cap = cv2.VideoCapture(str(DEMO_CLIP))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = read_video_frames(DEMO_CLIP)
     out = []
     with FaceDetector("full", mode="image") as det:
         for i in (20, 40):

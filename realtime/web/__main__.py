@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..cli import Parser, add_version, prog_name, setup_logging
+from ..cli import Parser, add_version, int_in_range, prog_name, setup_logging
 from ..detection import BACKENDS
 from ..errors import UserError
 from ..native import filter_native_stderr, unfilter_native_stderr
@@ -49,20 +49,13 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     return parse
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 1..65535, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=prog_name("python -m realtime.web"), description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only)")
-    p.add_argument("--port", type=_port, default=7860, help="port, 1-65535 (default 7860)")
+    p.add_argument("--port", type=int_in_range(1, 65535), default=7860, help="port, 1-65535 (default 7860)")
     p.add_argument("--model", type=Path, default=GENDER_MODEL,
                    help=f"gender model .tflite, metadata .json beside it (default {GENDER_MODEL.name})")
     p.add_argument("--max-upload-mb", type=_positive(float), default=50.0,
