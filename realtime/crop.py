@@ -79,15 +79,6 @@ def apply_region(crop: np.ndarray, region: str = "full") -> np.ndarray:
     return out
 
 
-def crop_faces(
-    image: np.ndarray, boxes: Sequence[Box], size: int, margin: float = DEFAULT_MARGIN
-) -> np.ndarray:
-    """Crop every box; returns an ``N x size x size x 3`` array (``N`` may be 0)."""
-    if not boxes:
-        return np.zeros((0, size, size, 3), dtype=np.uint8)
-    return np.stack([crop_face(image, b, size, margin) for b in boxes])
-
-
 def largest_box(boxes: Sequence[Box]) -> int | None:
     """Index of the largest box by area, or ``None`` when there is none."""
     if not boxes:

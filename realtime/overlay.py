@@ -102,13 +102,6 @@ def _put_fps(image: np.ndarray, fps: float) -> None:
     draw_text(image, f"{fps:.1f} FPS", (8, int(24 * scale / 0.7)), scale, thick)
 
 
-def draw_fps(frame: np.ndarray, fps: float) -> np.ndarray:
-    """A copy of ``frame`` with the FPS in the top-left corner."""
-    out = frame.copy()
-    _put_fps(out, fps)
-    return out
-
-
 def _panel(image: np.ndarray, lines: Sequence[str], anchor: str = "top-left",
            colours: Sequence[tuple[int, int, int]] | None = None) -> None:
     """Lines of text on a dark, half-transparent box that reads on bright and dark scenes (in place)."""

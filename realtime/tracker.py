@@ -42,8 +42,6 @@ class Track:
     track_id: int
     box: Box
     detector_score: float
-    first_seen_s: float
-    hits: int = 1
     misses: int = 0
     scores: dict[str, float] = field(default_factory=dict)  # every model output, smoothed (EMA)
     n_results: int = 0
@@ -94,10 +92,9 @@ class Tracker:
             if j in assigned:
                 track = self.tracks[assigned[j]]
                 track.box, track.detector_score, track.crop_box = tuple(box), float(scores[j]), crop
-                track.hits += 1
                 track.misses = 0
             else:
-                track = Track(self._next_id, tuple(box), float(scores[j]), now_s, crop_box=crop)
+                track = Track(self._next_id, tuple(box), float(scores[j]), crop_box=crop)
                 self.tracks[track.track_id] = track
                 self._next_id += 1
                 used.add(track.track_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.crop import crop_face, crop_faces, largest_box, resize_square, square_box
+from realtime.crop import crop_face, largest_box, resize_square, square_box
 
 
 def test_square_box_is_centred_with_margin() -> None:
@@ -37,13 +37,6 @@ def test_crop_outside_frame_repeats_the_edge_and_keeps_centre() -> None:
     assert (crop[:20, 25:] == 50).all()  # above the frame: the top row repeated
     assert (crop[25:, 25:] == 200).all()  # inside: the image, not shifted
     assert crop_face(image, (500, 500, 10, 10), size=16).max() == 0  # wholly outside: black
-
-
-def test_crop_faces_shapes_and_dtype() -> None:
-    image = np.zeros((120, 160, 3), np.uint8)
-    assert crop_faces(image, [], 32).shape == (0, 32, 32, 3)
-    out = crop_faces(image, [(10, 10, 30, 30), (50, 40, 60, 80)], 32)
-    assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
 
 
 def test_resize_square_and_largest_box() -> None:

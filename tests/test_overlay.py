@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.overlay import FaceView, caption, contact_sheet, draw_faces, draw_fps, ink_for
+from realtime.overlay import FaceView, caption, contact_sheet, draw_faces, ink_for
 
 
 def test_draw_faces_works_on_a_copy() -> None:
@@ -26,7 +26,7 @@ def test_captions() -> None:
 
 def test_fps_and_contact_sheet() -> None:
     frame = np.zeros((100, 100, 3), np.uint8)
-    assert draw_fps(frame, 12.3).any() and not frame.any()
+    assert draw_faces(frame, [], fps=12.3).any() and not frame.any()
     crops = [(np.full((64, 64, 3), 200, np.uint8), "female", "female 0.91\na.jpg")] * 5
     sheet = contact_sheet(crops, tile_px=64, columns=3)
     assert sheet.shape == (2 * (64 + 36), 3 * 64, 3)
