@@ -3,7 +3,7 @@
 # resumes or is cached, so run the same line again after an interruption):
 #   bash scripts/train_shipped_model.sh [DATA_DIR]
 # DATA_DIR holds utkface/ (images/ + labels.csv) and mask_templates/ (MaskTheFace masks folder:
-# masks.cfg, templates/); default ../shared/data. Needs requirements-train.txt.
+# masks.cfg, templates/); default: the team's data folder ../shared/data. Needs requirements-train.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}

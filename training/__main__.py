@@ -101,6 +101,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.parent / DEFAULT_EXPORT_NAME
     refuse_overwrite(out, args.force, also=out.with_suffix(".json"))
+    from realtime.files import check_writable
+
+    check_writable(out)  # before the long conversion, not after it
     meta = export(checkpoint, Path(args.data), out, args.size,
                   max_drop=args.max_drop, rep_samples=args.rep_samples, mask_templates=args.mask_templates,
                   min_age=args.min_age, threads=args.threads, training_note=args.note,

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(args.model)
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; choose another --out, or add --force to replace it")
+    from realtime.files import check_writable
+
+    check_writable(out)
     try:
         meta = json.loads(meta_path.read_text())
         if not isinstance(meta, dict) or "metrics" not in meta:

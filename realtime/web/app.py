@@ -7,7 +7,7 @@ Endpoints
                               (annotated JPEG inline + a faces table); each video becomes a job
   GET  /api/jobs/{id}         a video job's progress, then its result (track table, links)
   GET  /api/jobs/{id}/video   the annotated video (``?download=1`` for an attachment)
-  GET  /api/jobs/{id}/jsonl   the per-frame JSONL (DESIGN.md contract 1)
+  GET  /api/jobs/{id}/jsonl   the per-frame JSONL (the schema of `python -m realtime --jsonl`)
   DELETE /api/jobs/{id}       delete a job's files now (``POST /api/jobs/{id}/delete`` for sendBeacon)
   WS   /api/live              webcam: the page sends JPEG frames, the server answers with faces
 
