@@ -108,7 +108,8 @@ def test_run_with_the_window_on_the_synthetic_source(scripted_window, tmp_path: 
 def test_xvfb_real_window_keys_and_screenshot(tmp_path: Path) -> None:
     if not (shutil.which("Xvfb") and shutil.which("xdotool") and shutil.which("import")):
         pytest.skip("needs Xvfb, xdotool and ImageMagick's import (scripts/system_deps.sh --with-chromium)")
-    display = ":97"
+    display = next(f":{n}" for n in range(97, 140) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                   and not Path(f"/tmp/.X{n}-lock").exists())
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -137,16 +138,27 @@ def test_xvfb_real_window_keys_and_screenshot(tmp_path: Path) -> None:
             subprocess.run(["xdotool", "key", name], env=env, check=False, capture_output=True, timeout=10)
             time.sleep(0.8)
 
-        key("h")
-        key("s")
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "live_window.png"
-        subprocess.run(["import", "-window", "root", str(shot)], env=env, check=True, timeout=30)
+
+        def screenshot() -> np.ndarray | None:
+            subprocess.run(["import", "-window", "root", str(shot)], env=env, check=True, timeout=30)
+            return cv2.imread(str(shot))
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the window has painted (slow on a busy machine)
+            image = screenshot()
+            if image is not None and image.std() > 5:
+                break
+            time.sleep(0.5)
+        key("h")
+        key("s")
+        time.sleep(1.0)
+        image = screenshot()
         key("q")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-2000:]
         assert len(list(caps.glob("snapshot_*.png"))) == 1
-        image = cv2.imread(str(shot))
         assert image is not None and image.std() > 5  # not a blank screen
     finally:
         if "proc" in locals() and proc.poll() is None:
