@@ -17,13 +17,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from .classifier import APPARENT_AGE, GenderClassifier
+from .detection import Backend
 from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
 from .files import refuse_overlap
@@ -37,6 +38,8 @@ from .worker import ClassifierWorker
 
 log = logging.getLogger(__name__)
 
+RunMode = Literal["auto", "sync", "async"]  # auto: background classification for live sources
+
 DETECT_MAX_SIDE = 1280  # larger frames are detected on a downscaled copy (boxes scaled back)
 
 
@@ -49,11 +52,11 @@ class Config:
     max_frames: int | None = None
     model: Path = GENDER_MODEL
     detector: str = "auto"  # auto | short | full | PATH
-    detector_backend: str = "auto"  # auto | mediapipe | litert (realtime.face_detector)
+    detector_backend: Backend = "auto"  # where BlazeFace runs (realtime.face_detector)
     min_face_score: float = 0.5
     threads: int = 2
     detector_threads: int = 2  # video detector's LiteRT threads (the batch driver runs 1 per worker process)
-    mode: str = "auto"  # auto | sync | async
+    mode: RunMode = "auto"
     classify_every_frame: bool = False
     max_age_s: float = 2.0
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
@@ -133,7 +136,7 @@ def choose_detector(name: str, source: Source) -> str:
     """``auto``: short-range for selfie-distance cameras, full-range for everything else."""
     if name != "auto":
         return name
-    return "short" if source.kind in ("camera", "picam") else "full"
+    return "short" if source.close_range else "full"
 
 
 class FacePipeline:
@@ -228,7 +231,7 @@ def _scale_detection(det: Detection, k: float, shape: tuple[int, ...]) -> Detect
 def build_pipeline(config: Config, source: Source) -> FacePipeline:
     """Detector, classifier and cache policy for this source and config."""
     classifier = GenderClassifier(config.model, num_threads=config.threads)
-    stills = source.kind in ("folder", "image")
+    stills = source.still
     name = choose_detector(config.detector, source)
     if stills and config.detector == "auto":
         detector: FaceDetector | StillImageDetector = StillImageDetector(config.min_face_score,
@@ -271,7 +274,7 @@ def _live_window(config: Config, source: Source) -> LiveWindow | None:
     if not _has_display():
         log.warning("no display available; running without a window (use --no-display to silence)")
         return None
-    mirror = source.kind in ("camera", "picam") if config.mirror is None else config.mirror
+    mirror = source.close_range if config.mirror is None else config.mirror
     return LiveWindow(mirror=mirror, blur=config.blur or config.privacy, captures=config.captures, fps=source.fps)
 
 
@@ -373,7 +376,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
     """
     started = time.perf_counter()
     source = open_source(config.source, config.reconnect, config.camera_size, config.camera_fps)
-    folder_mode = source.kind in ("folder", "image")
+    folder_mode = source.still
     _check_outputs(config, folder_mode, source)
     stats = RunStats()
     with source:

@@ -65,9 +65,20 @@ class ReconnectPolicy:
 
 
 class Source:
-    """Base class. ``live`` sources run in real time (camera/URL/picam); the rest are files."""
+    """Base class. A source declares its traits, and the pipeline follows from them:
+
+    * ``live``: runs in real time (camera, URL, picam): classification in the background;
+    * ``still``: independent still images (an image, a folder): the still-image detector, a
+      folder of annotated copies, tracks forgotten between images;
+    * ``close_range``: faces near the camera (webcams, picam): the short-range detector and a
+      mirrored window by default.
+
+    ``kind`` is only a name for messages and reports.
+    """
 
     live = False
+    still = False
+    close_range = False
     kind = "source"
 
     def __init__(self, spec: str) -> None:
@@ -134,6 +145,7 @@ class _CaptureSource(Source):
 
 class CameraSource(_CaptureSource):
     live = True
+    close_range = True
     kind = "camera"
 
     def __init__(self, index: int, fail_after: int = 30, size: tuple[int, int] | None = None,
@@ -490,6 +502,7 @@ def read_image_limited(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.nda
 
 class ImageFileSource(Source):
     kind = "image"
+    still = True
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
@@ -513,6 +526,7 @@ class ImageFolderSource(Source):
     """Every image in a folder (recursively, sorted); unreadable files are skipped with a warning."""
 
     kind = "folder"
+    still = True
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
@@ -558,6 +572,7 @@ class PicameraSource(Source):
     """Pi camera via picamera2: ``main`` stream (RGB888) for display, ``lores`` for detection."""
 
     live = True
+    close_range = True
     kind = "picam"
 
     def __init__(self, main_size: tuple[int, int] = (1280, 720), lores_size: tuple[int, int] = (640, 360)):

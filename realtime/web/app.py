@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
 import cv2
@@ -274,6 +274,9 @@ class StillImages:
 
 
 # --- videos ---------------------------------------------------------------------------------------
+JobState = Literal["queued", "running", "done", "error", "deleted"]
+
+
 @dataclass
 class Job:
     id: str
@@ -286,7 +289,7 @@ class Job:
     total: int | None
     max_frames: int
     blur: bool = False  # blur the faces in the labelled video
-    state: str = "queued"  # queued | running | done | error | deleted
+    state: JobState = "queued"
     frames: int = 0
     error: str | None = None
     warning: str | None = None
@@ -557,6 +560,7 @@ class BrowserCamera(Source):
     :func:`build_pipeline` (short-range detector, video mode, background classification)."""
 
     live = True
+    close_range = True
     kind = "camera"
 
 
