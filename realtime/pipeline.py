@@ -368,18 +368,22 @@ class _CtrlC:
             self.active = False
 
 
-def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | None = None) -> RunStats:
+def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | None = None,
+        source: Source | None = None) -> RunStats:
     """Process ``config.source`` to the end (or ``max_frames``/quit/Ctrl-C); returns stats.
 
     ``on_frame(frames_done, total_or_None)`` is called after each frame (progress for the web app);
-    returning ``False`` stops the run as if the window had been closed.
+    returning ``False`` stops the run as if the window had been closed. ``source``: an already
+    opened source to use instead of ``config.source`` (the caller opens and closes it).
     """
     started = time.perf_counter()
-    source = open_source(config.source, config.reconnect, config.camera_size, config.camera_fps)
+    owned = source is None
+    if source is None:
+        source = open_source(config.source, config.reconnect, config.camera_size, config.camera_fps)
     folder_mode = source.still
     _check_outputs(config, folder_mode, source)
     stats = RunStats()
-    with source:
+    with source if owned else contextlib.nullcontext(source):
         pipeline = build_pipeline(config, source)
         sinks = _Sinks(config, source, folder_mode)
         window = _live_window(config, source)

@@ -119,3 +119,12 @@ def test_window_mode_without_display_falls_back(colour_model: Path, tmp_path: Pa
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "no display available" in proc.stderr
+
+
+def test_run_accepts_an_opened_source(colour_model: Path) -> None:
+    from realtime.pipeline import Config, run
+    from realtime.sources import open_source
+
+    with open_source("synthetic:faces=1,frames=4,size=320x240") as source:
+        stats = run(Config(source="ignored", display=False, progress=False, model=colour_model), source=source)
+        assert stats.frames == 4 and source.kind == "synthetic"

@@ -149,6 +149,11 @@ def crops_from_items(
 ) -> Iterator[tuple[Item, np.ndarray | None, np.ndarray | None, float, str]]:
     """Yield ``(item, crop, landmarks, det_score, skip_reason)``; crop is None when skipped.
 
+    Why not the runtime's still-image detector (``StillImageDetector``, which ``evaluate``, the
+    labelling tool and the CLI use for photos): a dataset photo is one tight, aligned face, so one
+    short-range pass on the photo padded with repeated edges (as training crops are) finds it, and
+    a single fixed detector keeps the prepared cache (and so the split) the same across runs.
+
     ``context`` > 1 cuts a window that many times wider than the runtime crop (same centre), so
     training can re-frame faces looser and tighter than the detector's box (see :meth:`Cache.view`).
     """

@@ -73,7 +73,7 @@ from realtime.classifier import UNCERTAIN, GenderClassifier, Prediction
 from realtime.cli import positive_int
 from realtime.crop import largest_box
 from realtime.errors import UserError
-from realtime.face_detector import Detection, FaceDetector
+from realtime.face_detector import Detection, StillImageDetector
 from realtime.sources import IMAGE_EXTENSIONS, ImageTooLargeError, read_image_limited
 
 from .data import LABELS, folder_items
@@ -299,21 +299,16 @@ def save_state(path: Path, entries: dict[str, dict[str, Any]]) -> None:
 
 # -- faces and model ----------------------------------------------------------------------------
 class Analyser:
-    """Reads images, finds faces (short range, then full range when short finds none) and asks the
-    model about the largest face (the whole image when there is no face)."""
+    """Reads images, finds faces with the runtime's still-image detector (both BlazeFace models,
+    then a padded retry: what ``python -m realtime`` does with a photo) and asks the model about
+    the largest face (the whole image when there is no face)."""
 
     def __init__(self, classifier: GenderClassifier | None = None) -> None:
         self.classifier = classifier
-        self._short = FaceDetector("short", mode="image")
-        self._full: FaceDetector | None = None
+        self._detector = StillImageDetector()
 
     def faces(self, image: np.ndarray) -> list[Detection]:
-        faces = self._short.detect(image)
-        if not faces:
-            if self._full is None:
-                self._full = FaceDetector("full", mode="image")
-            faces = self._full.detect(image)
-        return faces
+        return self._detector.detect(image)
 
     def load(self, item: Item) -> np.ndarray | None:
         """The image (None when unreadable, with ``item.problem`` saying why); analyses ``item`` the
@@ -336,9 +331,7 @@ class Analyser:
         return image
 
     def close(self) -> None:
-        for detector in (self._short, self._full):
-            if detector is not None:
-                detector.close()
+        self._detector.close()
 
     def __enter__(self) -> Analyser:
         return self
