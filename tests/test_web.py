@@ -30,7 +30,7 @@ from fastapi.testclient import TestClient
 from realtime.paths import GENDER_MODEL
 from realtime.pipeline import Config
 from realtime.web import __main__ as web_main
-from realtime.web import app as web_app
+from realtime.web import jobs as web_jobs
 from realtime.web.app import Settings, create_app, looks_like_video, safe_name
 
 LABELS = {"female", "male", "uncertain"}
@@ -226,13 +226,13 @@ def test_huge_image_dimensions_are_rejected_before_decoding(settings: Settings) 
 def test_video_job_runs_with_progress_and_results_are_downloadable_then_deleted(
         client: TestClient, settings: Settings, face_image: np.ndarray, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    real_run = web_app.run
+    real_run = web_jobs.run
 
     def slow_run(config: Config, on_frame: Callable[[int, int | None], bool]) -> object:
         # A few ms per frame, so that polling sees the job half done.
         return real_run(config, on_frame=lambda done, total: time.sleep(0.04) or on_frame(done, total))
 
-    monkeypatch.setattr(web_app, "run", slow_run)
+    monkeypatch.setattr(web_jobs, "run", slow_run)
     clip = write_face_video(tmp_path / "walk.mp4", face_image, frames=12)
     r = upload(client, ("walk.mp4", clip.read_bytes(), "video/mp4"))
     assert r.status_code == 200, r.text

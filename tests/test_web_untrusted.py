@@ -34,6 +34,8 @@ from realtime.sources import (
     image_size,
 )
 from realtime.web import app as web_app
+from realtime.web import images as web_images
+from realtime.web import jobs as web_jobs
 from realtime.web.app import Settings, create_app
 
 SECURITY = ("content-security-policy", "x-content-type-options", "referrer-policy")
@@ -162,7 +164,7 @@ def test_uploads_are_decoded_one_at_a_time(client: TestClient, face_image: np.nd
     is never more than one decoded upload in memory."""
     lock = client.app.state.web.images.lock
     active, seen, guard = [0], [], threading.Lock()
-    real = web_app.decode_upload
+    real = web_images.decode_upload
 
     def counting(name: str, data: bytes, max_pixels: int) -> np.ndarray:
         assert lock.locked()
@@ -176,7 +178,7 @@ def test_uploads_are_decoded_one_at_a_time(client: TestClient, face_image: np.nd
             with guard:
                 active[0] -= 1
 
-    monkeypatch.setattr(web_app, "decode_upload", counting)
+    monkeypatch.setattr(web_images, "decode_upload", counting)
     data = jpeg_bytes(face_image)
     statuses: list[int] = []
 
@@ -357,9 +359,9 @@ def test_result_write_errors_fail_the_job_with_one_sentence(client: TestClient, 
                                                             face_image: np.ndarray, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             failure: object, words: str) -> None:
-    real_run = web_app.run
+    real_run = web_jobs.run
 
-    def failing_run(config: web_app.Config, on_frame: object) -> object:
+    def failing_run(config: web_jobs.Config, on_frame: object) -> object:
         stats = real_run(config, on_frame=on_frame)
         if isinstance(failure, OSError):
             raise failure
@@ -367,7 +369,7 @@ def test_result_write_errors_fail_the_job_with_one_sentence(client: TestClient, 
             fh.write('{"faces": "not a list"}\n')
         return stats
 
-    monkeypatch.setattr(web_app, "run", failing_run)
+    monkeypatch.setattr(web_jobs, "run", failing_run)
     clip = write_face_video(tmp_path / "a.avi", face_image, frames=3, fourcc="MJPG")
     job_id = upload(client, ("a.avi", clip.read_bytes(), "video/x-msvideo")).json()["items"][0]["id"]
     status = wait_for_job(client, job_id)
