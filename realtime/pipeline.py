@@ -43,13 +43,10 @@ RunMode = Literal["auto", "sync", "async"]  # auto: background classification fo
 DETECT_MAX_SIDE = 1280  # larger frames are detected on a downscaled copy (boxes scaled back)
 
 
-@dataclass
-class Config:
-    source: str
-    output: Path | None = None
-    jsonl: Path | None = None
-    display: bool = True
-    max_frames: int | None = None
+@dataclass(kw_only=True)
+class PipelineConfig:
+    """What builds a pipeline (:func:`build_pipeline`): the models, the detector, the cache policy."""
+
     model: Path = GENDER_MODEL
     detector: str = "auto"  # auto | short | full | PATH
     detector_backend: Backend = "auto"  # where BlazeFace runs (realtime.face_detector)
@@ -59,14 +56,25 @@ class Config:
     mode: RunMode = "auto"
     classify_every_frame: bool = False
     max_age_s: float = 2.0
+    blur: bool = False  # blur every face region in everything shown and written
+    privacy: bool = False  # blur, and JSONL without boxes or detector scores
+
+
+@dataclass(kw_only=True)
+class Config(PipelineConfig):
+    """What drives a run (:func:`run`): the source, the outputs, the window; plus the pipeline's."""
+
+    source: str
+    output: Path | None = None
+    jsonl: Path | None = None
+    display: bool = True
+    max_frames: int | None = None
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     progress: bool = True
     contact_sheet: bool = True
     loop: bool = False  # restart a file source at its end (soak tests)
     video_codec: str = "mp4v"  # fourcc of --output videos; the web app writes VP80 (.webm) for browsers
     mirror: bool | None = None  # mirror the window (selfie view); None: on for cameras, off otherwise
-    blur: bool = False  # blur every face region in everything shown and written
-    privacy: bool = False  # blur, and JSONL without boxes or detector scores
     captures: Path = DEFAULT_CAPTURES  # where the window's snapshots and clips go
     camera_size: tuple[int, int] | None = None  # ask the camera for this mode (it grants the closest)
     camera_fps: float | None = None
@@ -228,8 +236,9 @@ def _scale_detection(det: Detection, k: float, shape: tuple[int, ...]) -> Detect
     return Detection(box, det.score, tuple((px * k, py * k) for px, py in det.keypoints), sc(det.crop_box))
 
 
-def build_pipeline(config: Config, source: Source) -> FacePipeline:
-    """Detector, classifier and cache policy for this source and config."""
+def build_pipeline(config: PipelineConfig, source: Source) -> FacePipeline:
+    """Detector, classifier and cache policy for a source with these traits (it need not be
+    opened: the web app describes its uploads and webcam this way)."""
     classifier = GenderClassifier(config.model, num_threads=config.threads)
     stills = source.still
     name = choose_detector(config.detector, source)

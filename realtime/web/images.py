@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..pipeline import Config, FacePipeline, build_pipeline
+from ..pipeline import FacePipeline, PipelineConfig, build_pipeline
 from ..sources import (
     Frame,
     ImageFileSource,
@@ -27,9 +27,9 @@ class StillImages:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        config = Config(source="upload.jpg", model=settings.model, threads=settings.threads,
-                        detector_backend=settings.detector_backend, display=False, progress=False)
-        # An image source that is never opened: build_pipeline picks the still-image detector for it.
+        config = PipelineConfig(model=settings.model, threads=settings.threads,
+                                detector_backend=settings.detector_backend)
+        # Uploads have the traits of an image source (never opened): the still-image detector.
         self.pipeline: FacePipeline = build_pipeline(config, ImageFileSource(Path("upload.jpg")))
         self.lock = threading.Lock()
 

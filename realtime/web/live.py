@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from ..pipeline import Config, build_pipeline
+from ..pipeline import PipelineConfig, build_pipeline
 from ..sources import (
     Frame,
     ImageTooLargeError,
@@ -34,9 +34,8 @@ class LiveSession:
     """One pipeline per WebSocket connection, so tracking and per-track smoothing work."""
 
     def __init__(self, settings: Settings, blur: bool = False) -> None:
-        config = Config(source="browser", model=settings.model, threads=settings.threads,
-                        detector_backend=settings.detector_backend, display=False,
-                        progress=False, blur=blur)
+        config = PipelineConfig(model=settings.model, threads=settings.threads,
+                                detector_backend=settings.detector_backend, blur=blur)
         self.pipeline = build_pipeline(config, BrowserCamera("browser"))
         self.max_pixels = settings.max_live_pixels
         self.start = time.monotonic()
