@@ -167,7 +167,52 @@ def web_load() -> str:
     return "\n".join(lines) + "\n"
 
 
+def pi_emulation() -> str:
+    runs = [load(f"pi_emulation_{core}.json") for core in ("cortex-a72", "cortex-a76")]
+
+    def agree(block: dict) -> str:
+        return (f"{block['same_label']} / {block['faces_compared']} = **{block['agreement']:.1%}** "
+                f"(mean box IoU {block['mean_iou']:.3f})")
+
+    def mediapipe(r: dict) -> tuple[str, str]:
+        m = r["mediapipe_backend"]
+        if m.get("expected") == "refusal":
+            return f"refused: exit status {m['exit_status']}, one `error:` line about atomics", "-"
+        strict = f"{m['same_label']} / {m['faces_compared']} = {m['agreement']:.1%} strictly"
+        return (f"ran: {m['frames_written']} frames, {m['faces']} faces (mean IoU {m['mean_iou']:.3f})",
+                f"{strict}; {m['agreement_with_borderline']:.1%} with the {m['borderline_label']} borderline faces")
+
+    def hwcap(r: dict) -> str:
+        a = r["arm64"]
+        return ", ".join(("" if a[k] else "no ") + name for k, name in
+                         (("hwcap_atomics", "atomics"), ("hwcap_asimddp", "asimddp"), ("hwcap2_sme", "SME")))
+
+    a72, a76 = runs
+    rows = [("frames in / video out / JSONL lines", *(f"{r['input_frames']} / {r['auto']['frames_written']} / "
+                                                        f"{r['auto']['jsonl_lines']}" for r in runs)),
+            ("faces (x86 run)", *(f"{r['auto']['faces']} ({r['auto']['x86_reference']['faces']})" for r in runs)),
+            ("`--detector-backend auto` chose", *(r["auto"]["backend"] for r in runs)),
+            ("labels agreeing with x86, auto", *(agree(r["auto"]) for r in runs)),
+            ("`--detector-backend mediapipe`", mediapipe(a72)[0], mediapipe(a76)[0]),
+            ("labels agreeing with x86 MediaPipe", mediapipe(a72)[1], mediapipe(a76)[1]),
+            ("emulated CPU (HWCAP)", hwcap(a72), hwcap(a76)),
+            ("emulated speed (meaningless for a Pi)", *(f"{r['auto']['emulated_fps']:g} FPS" for r in runs))]
+    lines = ["| | Cortex-A72 (Pi 4) | Cortex-A76 (Pi 5) |", "|---|---|---|",
+             *(f"| {name} | {x} | {y} |" for name, x, y in rows), "", "Seconds per step:", "",
+             "| step | Cortex-A72 | Cortex-A76 |", "|---|---|---|"]
+    steps = (("x86 reference (tools, binfmt)", ("tools", "binfmt", "reference")), ("root file system (mmdebstrap)",
+             ("rootfs",)), ("wheels (download on the host)", ("wheels",)), ("project copy and mounts", ("copy",)),
+             ("`setup_pi.sh` (apt, venv, pip, self-check)", ("setup",)), ("demo, `--detector-backend auto`",
+             ("demo",)), ("`--detector-backend mediapipe`", ("mediapipe",)), ("checks", ("check",)),
+             ("**total**", ("total",)))
+    for name, keys in steps:
+        cells = [f"{sum(r['seconds'].get(k, 0.0) for k in keys):.1f}" for r in runs]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "pi-emulation": pi_emulation,
     "web-load": web_load,
     "model-summary": model_summary,
     "soak": soak,
