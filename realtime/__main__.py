@@ -28,6 +28,7 @@ from .cli import (
     positive_float,
     positive_int,
     prog_name,
+    report_user_error,
     setup_logging,
     unit_float,
 )
@@ -181,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if lines_only:
             _print_faces(faces_found, args.source)
     except UserError as exc:
-        if args.verbose:
-            log.exception("failed")
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_user_error(exc, args.verbose)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

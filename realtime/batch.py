@@ -42,7 +42,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .cli import add_version, positive_int, prog_name, setup_logging, unit_float
+from .cli import add_version, positive_int, prog_name, report_user_error, setup_logging, unit_float
 from .detection import BACKENDS
 from .errors import UserError
 from .paths import GENDER_MODEL
@@ -565,15 +565,11 @@ def _entry(video: VideoInput, status: str, error: str | None, summary: dict[str,
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    from .sinks import temp_name
+    """``realtime.files.write_bytes_atomic``, creating the folder first."""
+    from . import files
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.make_folder(path.parent)
+    files.write_bytes_atomic(path, data)
 
 
 def _sweep_partials(folders: list[Path]) -> None:
@@ -813,10 +809,7 @@ def main(argv: list[str] | None = None) -> int:
             _import_ray()  # a missing Ray is bad input: say so before any work
         aggregate, status = run_batch(options_from_args(args))
     except UserError as exc:
-        if args.verbose:
-            log.exception("failed")
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_user_error(exc, args.verbose)
     except KeyboardInterrupt:
         print("error: interrupted; finished videos are complete (use --resume to go on)", file=sys.stderr)
         return 130

@@ -35,6 +35,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def report_user_error(exc: BaseException, verbose: bool) -> int:
+    """The one ``error:`` line of a command that cannot go on (the traceback too with --verbose);
+    returns the exit status 2."""
+    if verbose:
+        logging.getLogger("realtime").error("failed", exc_info=exc)
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:

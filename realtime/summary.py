@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,12 +191,7 @@ def dumps(summary: dict[str, Any]) -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any] | str) -> None:
     """Write JSON under a temporary name in the same folder, then rename it into place."""
-    from .sinks import temp_name
+    from .files import make_folder, write_text_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    try:
-        tmp.write_text(data if isinstance(data, str) else dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    make_folder(path.parent)
+    write_text_atomic(path, data if isinstance(data, str) else dumps(data))

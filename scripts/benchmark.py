@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python scripts/benchmark.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from realtime.cli import positive_float, positive_int, setup_logging  # noqa: E402 - after sys.path
+from realtime.cli import positive_float, positive_int, report_user_error, setup_logging  # noqa: E402 - after sys.path
 from realtime.errors import UserError  # noqa: E402
 from realtime.paths import GENDER_MODEL  # noqa: E402
 from realtime.sinks import check_writable  # noqa: E402
@@ -404,10 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is not None:
             write_json(args.json, report)
     except UserError as exc:
-        if args.verbose:
-            log.exception("failed")
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_user_error(exc, args.verbose)
     cpu = report["cpu"]
     print(f"{cpu['name']}, {cpu['cores']} cores ({', '.join(cpu['flags']) or 'no SIMD flags found'}); "
           f"model {Path(report['model']).name} {report['model_info']['input_size']} px, "

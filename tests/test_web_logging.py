@@ -11,14 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import cv2
@@ -30,34 +26,13 @@ ws_client = pytest.importorskip("websockets.sync.client", reason="needs websocke
 from fixtures import REPO_ROOT  # noqa: E402
 from test_web import choose_model, jpeg_bytes, write_face_video  # noqa: E402
 
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from web_load import free_port, get_json, post_file  # noqa: E402  - the load script's client helpers
+
 
 @pytest.fixture(scope="module")
 def web_model(request: pytest.FixtureRequest) -> Path:
     return choose_model(request)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def post_file(url: str, name: str, data: bytes, mime: str) -> tuple[int, dict]:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
-            f"Content-Type: {mime}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.loads(resp.read())
 
 
 def test_a_warning_reaches_stderr_after_concurrent_sessions(web_model: Path, face_image, tmp_path: Path) -> None:

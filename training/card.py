@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from realtime.errors import UserError
+from realtime.files import check_writable, write_text_atomic
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 
@@ -39,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(args.model)
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; choose another --out, or add --force to replace it")
-    from realtime.files import check_writable
-
     check_writable(out)
     try:
         meta = json.loads(meta_path.read_text())
@@ -54,13 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--history {args.history}: not found")
     history = args.history.read_text().splitlines() if args.history else []
     text = render(meta, tradeoff, region, history, args.reproduce)
-    tmp = out.with_name(out.name + ".partial")
-    try:
-        tmp.write_text(text)
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    write_text_atomic(out, text)
     return 0
 
 
