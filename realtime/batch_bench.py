@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import setup_logging
+from .machine import cpu_info
 from .paths import DEMO_CLIP, GENDER_MODEL, REPO_ROOT
 
 log = logging.getLogger("realtime.batch_bench")
@@ -77,15 +78,8 @@ def _plain(inputs: Path, output: Path, processes: int) -> tuple[float, int]:
 
 
 def machine() -> dict[str, Any]:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = cpu_info()
+    name, cores = cpu["name"], cpu["cores"]
     try:
         import ray
 

@@ -41,16 +41,13 @@ if str(REPO_ROOT) not in sys.path:  # `python scripts/benchmark.py` from anywher
 
 from realtime.cli import positive_float, positive_int, report_user_error, setup_logging  # noqa: E402 - after sys.path
 from realtime.errors import UserError  # noqa: E402
+from realtime.machine import CPU_FLAGS, cpu_info  # noqa: E402,F401 - CPU_FLAGS re-exported for tests
 from realtime.paths import GENDER_MODEL  # noqa: E402
 from realtime.sinks import check_writable  # noqa: E402
 
 log = logging.getLogger("benchmark")
 
 STAGES = ("decode", "detect", "classify", "draw", "total")
-# CPU features that matter for int8 inference (x86: AVX2/AVX-512 VNNI; Arm: dot product, i8mm).
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-             "amx_int8", "neon", "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve")
-ARM_PARTS = {"0xd03": "Cortex-A53", "0xd07": "Cortex-A57", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76"}
 # VGG16 feature extractor: (output channels, convs) per block, 3x3 "same" convs, 2x2 max-pool after each.
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 COMPARE = (("sync", True), ("sync", False), ("async", True), ("async", False))
@@ -78,28 +75,6 @@ def vgg16_conv_macs(size: int) -> int:
             channels = out_channels
         side //= 2
     return macs
-
-
-def cpu_info() -> dict[str, Any]:
-    """CPU name, usable cores and the int8-relevant feature flags (from /proc/cpuinfo on Linux)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                fields.setdefault(key.strip().lower(), value.strip())
-    except OSError:
-        pass
-    name = fields.get("model name") or fields.get("hardware") or platform.processor() or platform.machine()
-    if "model name" not in fields and fields.get("model"):  # Raspberry Pi: "Raspberry Pi 4 Model B Rev 1.4"
-        name = fields["model"]
-    part = ARM_PARTS.get(fields.get("cpu part", "").lower())
-    if part and part not in name:
-        name = f"{name} ({part})"
-    flags = set((fields.get("flags") or fields.get("features") or "").split())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"name": name, "cores": cores, "machine": platform.machine(),
-            "flags": [f for f in CPU_FLAGS if f in flags]}
 
 
 def _proc_status_mb(key: str) -> float | None:

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Put measured numbers into the docs: every figure comes from a JSON file under docs/measurements.
 
-A document holds generated blocks between two markers::
+The shipped model card (``models/MODEL_CARD.md``) is generated whole by ``training.card`` from the
+model's metadata (``models/gender_vgg16_int8.json``, written by ``training export``, with its
+training curve) and, when committed, ``docs/measurements/size_tradeoff.json`` and
+``face_region.json``. Every other document holds generated blocks between two markers::
 
     <!-- measured:NAME -->
     ...generated, do not edit...
@@ -25,6 +28,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MEASURED = REPO_ROOT / "docs" / "measurements"
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+MODEL_CARD = REPO_ROOT / "models" / "MODEL_CARD.md"
+SHIPPED_META = REPO_ROOT / "models" / "gender_vgg16_int8.json"
 BLOCK = re.compile(r"(<!-- measured:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /measured:(?P=name) -->)", re.S)
 
 
@@ -188,6 +193,13 @@ def pi_emulation() -> str:
                          (("hwcap_atomics", "atomics"), ("hwcap_asimddp", "asimddp"), ("hwcap2_sme", "SME")))
 
     a72, a76 = runs
+    env = a72["arm64"]
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+    built = " and ".join(f"the {r['qemu_cpu']} run {'built' if r['rootfs']['built_this_run'] else 'reused'} it"
+                         for r in runs)
+    intro = [f"Host: {a72['host']['qemu']} on {a72['host']['machine']}, kernel {a72['host']['kernel']}; guest: "
+             f"Debian {a72['rootfs']['debian_version']} ({a72['rootfs']['suite']}) arm64, CPython {env['python']}, "
+             f"{packages}. Root file system (arm64 bookworm): {built}.", ""]
     rows = [("frames in / video out / JSONL lines", *(f"{r['input_frames']} / {r['auto']['frames_written']} / "
                                                         f"{r['auto']['jsonl_lines']}" for r in runs)),
             ("faces (x86 run)", *(f"{r['auto']['faces']} ({r['auto']['x86_reference']['faces']})" for r in runs)),
@@ -197,7 +209,7 @@ def pi_emulation() -> str:
             ("labels agreeing with x86 MediaPipe", mediapipe(a72)[1], mediapipe(a76)[1]),
             ("emulated CPU (HWCAP)", hwcap(a72), hwcap(a76)),
             ("emulated speed (meaningless for a Pi)", *(f"{r['auto']['emulated_fps']:g} FPS" for r in runs))]
-    lines = ["| | Cortex-A72 (Pi 4) | Cortex-A76 (Pi 5) |", "|---|---|---|",
+    lines = [*intro, "| | Cortex-A72 (Pi 4) | Cortex-A76 (Pi 5) |", "|---|---|---|",
              *(f"| {name} | {x} | {y} |" for name, x, y in rows), "", "Seconds per step:", "",
              "| step | Cortex-A72 | Cortex-A76 |", "|---|---|---|"]
     steps = (("x86 reference (tools, binfmt)", ("tools", "binfmt", "reference")), ("root file system (mmdebstrap)",
@@ -211,7 +223,96 @@ def pi_emulation() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _vgg16_conv_gmacs(size: int) -> float:
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from benchmark import vgg16_conv_macs
+
+    return vgg16_conv_macs(size) / 1e9
+
+
+def vgg_macs() -> str:
+    """VGG16's conv cost by input size (computed by ``scripts/benchmark.py --macs``)."""
+    base = _vgg16_conv_gmacs(64)
+    return "\n".join(["| input px | VGG16 conv GMACs | vs 64 px |", "|---|---|---|",
+                      *(f"| {s} | {_vgg16_conv_gmacs(s):.2f} | {_vgg16_conv_gmacs(s) / base:.2f}x |"
+                        for s in (64, 96, 128, 224))]) + "\n"
+
+
+def pi_estimate() -> str:
+    """The Pi 4 / Pi 5 speed estimate, computed from the published figure and the stated assumptions."""
+    e = load("pi_estimate.json")
+    pub, a = e["published"], e["assumptions"]
+    vgg224 = _vgg16_conv_gmacs(224) + pub["vgg16_fc_gmacs"]
+    rate = {t: vgg224 / (ms / 1000) for t, ms in pub["vgg16_int8_224_ms"].items()}
+    pi4 = {s: _vgg16_conv_gmacs(s) / rate["threads_4"] * 1000 for s in (64, 96, 128)}
+    face = {"pi4": pi4, "pi5": {s: ms / a["pi5_over_pi4_int8"] for s, ms in pi4.items()}}
+    det, other, camera = a["short_range_detector_ms"], a["other_ms_per_frame"], a["camera_fps"]
+
+    def default(board: str) -> str:
+        frame = det[board] + other[board]
+        bound = "camera-bound" + (f", {camera} FPS" if 1000 / frame > camera else "")
+        return (f"~{frame:.0f} ms/frame: **{bound}** (compute ~{1000 / frame:.0f} FPS); a new face is labelled "
+                f"~{face[board][64]:.0f}-{3 * face[board][64]:.0f} ms after it appears")
+
+    def every(board: str, n: int) -> str:
+        total = det[board] + n * face[board][64] + other[board]
+        return (f"{det[board]:g} + {n * face[board][64]:.0f} + {other[board]:g} = ~{total:.0f} ms: "
+                f"**~{1000 / total:.0f} FPS**")
+
+    def sizes(board: str) -> str:
+        return ", ".join(f"{face[board][s]:.0f} ms at {s} px" for s in (96, 128))
+
+    full = {b: det[b] * (a["full_range_over_short_range"] - 1) for b in det}
+    lines = [
+        "Inputs ([measurements/pi_estimate.json](measurements/pi_estimate.json)):", "",
+        f"* **Published Pi 4 int8 VGG16 figure**: {pub['source']} lists `vgg16_int8` (224 x 224) at "
+        f"{pub['vgg16_int8_224_ms']['threads_4']} ms with 4 threads and {pub['vgg16_int8_224_ms']['threads_1']} ms "
+        f"with 1 thread, and `blazeface` at {pub['blazeface_ms_threads_4']:g} ms (4 threads). "
+        f"{_vgg16_conv_gmacs(224):.2f} GMACs (+{pub['vgg16_fc_gmacs']:g} in its FC layers) in "
+        f"{pub['vgg16_int8_224_ms']['threads_4']} ms is **about {rate['threads_4']:.0f} GMAC/s** (4 threads; "
+        f"{rate['threads_1']:.0f} GMAC/s on one core).",
+        f"* **Assumption 1**: {a['litert_gmacs_per_s_as_ncnn']}.",
+        f"* **Assumption 2**: {a['pi5_over_pi4_note']}; {a['pi5_over_pi4_int8']:g}x below.",
+        f"* **Assumption 3**: {a['other_note']} cost about {other['pi4']:g} ms per frame on a Pi 4 and "
+        f"{other['pi5']:g} ms on a Pi 5; the short-range detector costs about the ncnn BlazeFace figure "
+        f"({det['pi4']:g} ms on a Pi 4, {det['pi5']:g} ms on a Pi 5) and full-range "
+        f"{a['full_range_over_short_range']:g}x that.", "",
+        f"Per face (4 threads): {_vgg16_conv_gmacs(64):.2f} / {rate['threads_4']:.0f} = "
+        f"**~{face['pi4'][64]:.0f} ms at 64 px on a Pi 4** ({sizes('pi4')}); "
+        f"**~{face['pi5'][64]:.0f} ms at 64 px on a Pi 5** ({sizes('pi5')}).", "",
+        "| 640 x 480 camera, short-range, 64 px | Pi 4 (estimate) | Pi 5 (estimate) |", "|---|---|---|",
+        f"| default: async + cache, 1-3 faces | {default('pi4')} | {default('pi5')} |",
+        f"| sync, classify every frame, 1 face | {every('pi4', 1)} | {every('pi5', 1)} |",
+        f"| sync, classify every frame, 3 faces | {every('pi4', 3)} | {every('pi5', 3)} |",
+        f"| full-range detector instead | add ~{full['pi4']:.0f} ms/frame | add ~{full['pi5']:.0f} ms/frame |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def finetune_own_faces() -> str:
+    """Fine-tuned vs from scratch vs shipped, on a user-sized folder (scripts/finetune_bench.py)."""
+    r = load("finetune_own_faces.json")
+    d = r["data"]
+    lines = [f"`python scripts/finetune_bench.py` on {machine(r)}: {d['own_per_class']} + {d['own_per_class']} "
+             f"adult faces (age ≥ {d['min_age']}) as `own/female` and `own/male`, a disjoint "
+             f"{d['test_per_class']} + {d['test_per_class']} as the test folder, all from the {d['source']}; "
+             f"shipped model `{r['shipped_model']['file']}` (SHA-256 {r['shipped_model']['sha256'][:12]}…); both "
+             f"trainings get `--schedule {r['schedule']}` and `--seed {d['seed']}`, and run the README's "
+             "commands above. Scores of the int8 models on the test folder:", "",
+             "| model | accuracy | balanced | female recall | male recall | uncertain | training time |",
+             "|---|---|---|---|---|---|---|"]
+    for name, res in r["results"].items():
+        took = r["seconds"].get(f"train {name}")
+        lines.append(f"| {name} | {_pct(res['accuracy'])} | {_pct(res['balanced_accuracy'])} | "
+                     f"{_pct(res['recall_female'])} | {_pct(res['recall_male'])} | {_pct(res['uncertain'])} | "
+                     f"{'–' if took is None else f'{took / 60:.1f} min'} |")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "finetune-own-faces": finetune_own_faces,
+    "vgg-macs": vgg_macs,
+    "pi-estimate": pi_estimate,
     "pi-emulation": pi_emulation,
     "web-load": web_load,
     "model-summary": model_summary,
@@ -220,6 +321,20 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "detector-speed": detector_speed,
     "benchmark-backends": benchmark_backends,
 }
+
+
+def model_card() -> str:
+    """The shipped model's card, from committed measurements only."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from training.card import render as render_card
+
+    meta = json.loads(SHIPPED_META.read_text())
+
+    def optional(name: str) -> dict[str, Any] | None:
+        return load(name) if (MEASURED / name).is_file() else None
+
+    return render_card(meta, optional("size_tradeoff.json"), optional("face_region.json"),
+                       meta.get("training_curve") or [], meta.get("reproduce", ""))
 
 
 def render(text: str, path: Path) -> str:
@@ -237,9 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="report stale blocks, change nothing")
     args = parser.parse_args(argv)
     stale = []
-    for path in DOCS:
-        text = path.read_text()
-        new = render(text, path)
+    for path in [*DOCS, MODEL_CARD]:
+        text = path.read_text() if path.is_file() else ""
+        new = model_card() if path == MODEL_CARD else render(text, path)
         if new != text:
             stale.append(path)
             if not args.check:

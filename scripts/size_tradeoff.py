@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import tempfile
 import time
@@ -28,18 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from realtime.classifier import GenderClassifier, ModelInfo
 from realtime.cli import setup_logging
 from realtime.errors import UserError
+from realtime.machine import cpu_info
 
 log = logging.getLogger("size_tradeoff")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def ms_per_face(clf: GenderClassifier, runs: int = 50) -> float:
@@ -103,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = {"cpu": cpu_name(), "threads": args.threads, "split": "val, ages >= 13", "rows": rows,
+    result = {"cpu": cpu_info()["name"], "threads": args.threads, "split": "val, ages >= 13", "rows": rows,
               "note": args.note}
     print(f"CPU: {result['cpu']}, LiteRT int8, {args.threads} threads, batch 1; accuracy on {result['split']}\n")
     print("| model | ms / face | model MB | val accuracy | val accuracy, masked |")

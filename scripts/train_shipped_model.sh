@@ -3,14 +3,17 @@
 # resumes or is cached, so run the same line again after an interruption):
 #   bash scripts/train_shipped_model.sh [DATA_DIR]
 # DATA_DIR holds utkface/ (images/ + labels.csv) and mask_templates/ (MaskTheFace masks folder:
-# masks.cfg, templates/); default: the team's data folder ../shared/data. Needs requirements-train.txt.
+# masks.cfg, templates/; without it the bundled templates are used). Needs requirements-train.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-../shared/data}
+DATA=${1:?usage: bash scripts/train_shipped_model.sh DATA_DIR  (DATA_DIR holds utkface/images and utkface/labels.csv)}
+[ -d "$DATA/utkface" ] || { [ -d "$DATA/data/utkface" ] && DATA="$DATA/data"; }
+[ -f "$DATA/utkface/labels.csv" ] || { echo "error: $DATA/utkface/labels.csv not found (see README: UTKFace)" >&2; exit 2; }
 PY=${PYTHON:-python}
 CACHE=data_cache/utk192ctx
 RUN=runs/v2_age64
 MASKS="$DATA/mask_templates"
+[ -d "$MASKS" ] || MASKS=bundled
 
 # Crops with 1.5x context around the runtime crop (for framing augmentation and the looser/tighter report).
 [ -f "$CACHE/crops.npy" ] || $PY -m training prepare --utkface "$DATA/utkface" --out "$CACHE" --size 128 --context 1.5
@@ -22,7 +25,7 @@ $PY -m training train --data "$CACHE" --run "$RUN" --schedule 64:60 --age-head -
   --lr-schedule plateau --patience 5 --mask-templates "$MASKS" --seed 1 $resume
 # The epoch with the best validation score; flip averaging, calibration, threshold and uncertain band chosen on val.
 $PY -m training export --checkpoint "$RUN/best.keras" --data "$CACHE" --size 64 --mask-templates "$MASKS" \
-  --out models/gender_vgg16_int8.tflite --force \
+  --out models/gender_vgg16_int8.tflite --float16-weights models/gender_vgg16_float16.npz --force --reproduce "bash scripts/train_shipped_model.sh DATA_DIR" \
   --note "VGG16 from scratch (no ImageNet weights) at 64 px with an apparent-age head, all UTKFace ages; Adam 1e-4, plateau halving, early stopping on validation; framing, colour, blur, low-resolution, JPEG and synthetic-mask augmentation; best validation epoch"
-$PY -m training card --model models/gender_vgg16_int8.tflite --history "$RUN/history.csv" \
-  --out models/MODEL_CARD.md --force --reproduce "bash scripts/train_shipped_model.sh DATA_DIR"
+# The model card, README and docs figures from the new metadata (its training curve included).
+$PY scripts/render_docs.py

@@ -6,8 +6,11 @@ when it is absent, as in CI.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,3 +59,37 @@ def prepared_cache(face_dataset: FaceDataset, tmp_path_factory: pytest.TempPathF
     out = tmp_path_factory.mktemp("cache") / "faces64"
     prepare(folder_items(face_dataset.root), out, size=64)
     return out
+
+
+# --- the web app's tests (fastapi imported only when a web test asks) ----------------------------
+@pytest.fixture(scope="session")
+def web_model(request: pytest.FixtureRequest) -> Path:
+    """The colour test model when TensorFlow can build it, else the shipped model, else skip."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        return request.getfixturevalue("colour_model")
+    from realtime.paths import GENDER_MODEL
+
+    if GENDER_MODEL.is_file():
+        return GENDER_MODEL
+    pytest.skip("needs TensorFlow (to build the test model) or models/gender_vgg16_int8.tflite")
+
+
+@pytest.fixture
+def settings(web_model: Path, tmp_path: Path) -> Any:
+    """The web app's ``Settings`` with the test model and a fresh work folder."""
+    from realtime.web.app import Settings
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    return Settings(model=web_model, workdir=workdir)
+
+
+@pytest.fixture
+def client(settings: Any) -> Iterator[Any]:
+    """A ``TestClient`` of the app built from ``settings``."""
+    from fastapi.testclient import TestClient
+
+    from realtime.web.app import create_app
+
+    with TestClient(create_app(settings)) as c:
+        yield c

@@ -54,7 +54,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def check_record(rec: dict) -> None:
-    """One JSONL line against the schema of DESIGN.md (contract 1)."""
+    """One JSONL line against the schema of docs/architecture.md (contract 1)."""
     assert set(rec) == {"frame", "time_s", "source", "faces"}
     assert isinstance(rec["frame"], int) and isinstance(rec["time_s"], float | int)
     assert rec["source"] is None or isinstance(rec["source"], str)

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py: the JSON report of DESIGN.md contract 3, --compare, --soak, errors.
+"""scripts/benchmark.py: the JSON report of docs/architecture.md (contract 3), --compare, --soak, errors.
 
 The gender model is the shipped one when it exists, else the tiny test model of ``conftest.py``
 (needs TensorFlow to build; the tests that need a model are skipped without either).

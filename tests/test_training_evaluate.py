@@ -1,4 +1,4 @@
-"""``python -m training evaluate`` (CLI contract 2) with a tiny model whose answers are known.
+"""``python -m training evaluate`` (docs/architecture.md, contract 2) with a tiny model whose answers are known.
 
 The colour model says "female" for coloured crops and "male" for gray ones, and the fixture
 dataset has coloured female/ and grayscale male/ images, so every metric has an exact value.

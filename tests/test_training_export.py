@@ -41,10 +41,18 @@ def test_choose_threshold_equalises_recalls() -> None:
     assert at_half["recall_female"] - at_half["recall_male"] < -0.25  # what the threshold fixes
 
 
+def test_choose_threshold_stays_at_half_on_a_small_split() -> None:
+    # 30 faces a class with female recall a little low at 0.5: equalising would push t far down
+    y = np.array([1] * 30 + [0] * 30)
+    p = np.concatenate([np.linspace(0.05, 1.0, 30), np.linspace(0.0, 0.45, 30)])
+    assert choose_threshold(y, p, min_per_class=1) < 0.4
+    assert choose_threshold(y, p) == 0.5
+
+
 def test_choose_threshold_prefers_accuracy_on_ties() -> None:
     y = np.array([1, 1, 0, 0])
     p = np.array([0.9, 0.8, 0.2, 0.1])  # every t in (0.2, 0.8] separates perfectly
-    t = choose_threshold(y, p)
+    t = choose_threshold(y, p, min_per_class=1)
     assert 0.2 < t <= 0.8
     assert metrics(y, p, t)["accuracy"] == 1.0
 

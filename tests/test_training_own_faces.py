@@ -52,7 +52,7 @@ def flow(face_dataset: FaceDataset, tmp_path_factory: pytest.TempPathFactory) ->
     ok(run_training("train", "--data", str(cache), "--run", str(run), "--weights", "shipped", *FAST,
                     "--frozen-epochs", "0"))
     ok(run_training("export", "--checkpoint", str(run / "best.keras"), "--data", str(cache), "--size", "32",
-                    "--max-drop", "100", "--rep-samples", "8"))
+                    "--max-drop", "100", "--rep-samples", "8", "--float16-weights", str(run / "weights_f16.npz")))
     model = run / "model_int8.tflite"
     ok(run_training("evaluate", "--model", str(model), "--data", str(test_folder), "--report",
                     str(run / "eval.json")))
@@ -75,6 +75,27 @@ def test_the_five_commands_make_a_model_the_runtime_uses(flow: dict) -> None:
     card = (run / "model_int8_card.md").read_text()
     assert "my faces" in card and "mine, all rights reserved" in card and "No ages in this data" in card
     assert "UTKFace test split" not in card
+    # the training curve travels in the metadata, so the card needs no file of the run
+    assert [row["epoch"] for row in meta["training_curve"]] == ["1"]
+    assert "## Training curve" in card
+
+
+def test_export_writes_float16_weights_to_fine_tune_from(flow: dict, tmp_path: Path) -> None:
+    import keras
+
+    from training.model import weight_layers
+
+    weights = flow["run"] / "weights_f16.npz"
+    with np.load(weights) as data:
+        assert data.files and all(data[k].dtype == np.float16 for k in data.files)
+    again = tmp_path / "again"
+    ok(run_training("train", "--data", str(flow["cache"]), "--run", str(again), "--weights", str(weights), *FAST,
+                    "--frozen-epochs", "0", "--lr", "1e-12"))
+    best = keras.models.load_model(flow["run"] / "best.keras")
+    resumed = keras.models.load_model(again / "last.keras")
+    conv = "block1_conv1"  # at a rate of 1e-12 the loaded weights barely move
+    np.testing.assert_allclose(weight_layers(resumed)[conv].get_weights()[0],
+                               weight_layers(best)[conv].get_weights()[0], atol=2e-3)
 
 
 def test_the_flow_leaves_the_shipped_models_byte_identical(flow: dict) -> None:

@@ -7,7 +7,6 @@ The classifier is the tiny colour model of ``tests/fixtures.py`` (p_female ~1 fo
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import logging
@@ -37,20 +36,6 @@ LABELS = {"female", "male", "uncertain"}
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def web_model(request: pytest.FixtureRequest) -> Path:
-    return choose_model(request)
-
-
-def choose_model(request: pytest.FixtureRequest) -> Path:
-    """The colour test model when TensorFlow can build it, else the shipped model, else skip."""
-    if importlib.util.find_spec("tensorflow") is not None:
-        return request.getfixturevalue("colour_model")
-    if GENDER_MODEL.is_file():
-        return GENDER_MODEL
-    pytest.skip("needs TensorFlow (to build the test model) or models/gender_vgg16_int8.tflite")
-
-
 def jpeg_bytes(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
     assert ok
@@ -74,19 +59,6 @@ def write_face_video(path: Path, face_image: np.ndarray, frames: int = 12, fps: 
         writer.write(canvas)
     writer.release()
     return path
-
-
-@pytest.fixture
-def settings(web_model: Path, tmp_path: Path) -> Settings:
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    return Settings(model=web_model, workdir=workdir)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def upload(client: TestClient, *files: tuple[str, bytes, str]) -> httpx2.Response:

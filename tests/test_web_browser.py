@@ -28,15 +28,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -r requirements-web.txt)")
 uvicorn = pytest.importorskip("uvicorn", reason="needs uvicorn (pip install -r requirements-web.txt)")
 
-from test_web import choose_model, gray, write_face_video  # noqa: E402
+from test_web import gray, write_face_video  # noqa: E402
 
 from realtime.web.__main__ import LOOPBACK_HOSTS  # noqa: E402
 from realtime.web.app import Settings, create_app  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def web_model(request: pytest.FixtureRequest) -> Path:
-    return choose_model(request)
 
 
 def free_port() -> int:

@@ -24,15 +24,10 @@ pytest.importorskip("uvicorn", reason="needs uvicorn (pip install -r requirement
 ws_client = pytest.importorskip("websockets.sync.client", reason="needs websockets (requirements-web.txt)")
 
 from fixtures import REPO_ROOT  # noqa: E402
-from test_web import choose_model, jpeg_bytes, write_face_video  # noqa: E402
+from test_web import jpeg_bytes, write_face_video  # noqa: E402
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from web_load import free_port, get_json, post_file  # noqa: E402  - the load script's client helpers
-
-
-@pytest.fixture(scope="module")
-def web_model(request: pytest.FixtureRequest) -> Path:
-    return choose_model(request)
 
 
 def test_a_warning_reaches_stderr_after_concurrent_sessions(web_model: Path, face_image, tmp_path: Path) -> None:

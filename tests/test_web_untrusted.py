@@ -24,7 +24,7 @@ pytest.importorskip("multipart", reason="the web app needs python-multipart (req
 
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
-from test_web import choose_model, jpeg_bytes, upload, wait_for_job, write_face_video
+from test_web import jpeg_bytes, upload, wait_for_job, write_face_video
 
 from realtime.sources import (
     ImageFolderSource,
@@ -89,24 +89,6 @@ def peak_rss_mb() -> float:
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def web_model(request: pytest.FixtureRequest) -> Path:
-    return choose_model(request)
-
-
-@pytest.fixture
-def settings(web_model: Path, tmp_path: Path) -> Settings:
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    return Settings(model=web_model, workdir=workdir)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
 # --- the header read ------------------------------------------------------------------------------
 def test_header_sizes_match_what_opencv_decodes() -> None:
     rng = np.random.default_rng(1)

@@ -101,13 +101,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.parent / DEFAULT_EXPORT_NAME
     refuse_overwrite(out, args.force, also=out.with_suffix(".json"))
+    if args.float16_weights:
+        refuse_overwrite(Path(args.float16_weights), args.force)
     from realtime.files import check_writable
 
     check_writable(out)  # before the long conversion, not after it
     meta = export(checkpoint, Path(args.data), out, args.size,
                   max_drop=args.max_drop, rep_samples=args.rep_samples, mask_templates=args.mask_templates,
                   min_age=args.min_age, threads=args.threads, training_note=args.note,
-                  limit=args.limit, flip=args.flip, uncertain_share=args.uncertain_share)
+                  reproduce=args.reproduce,
+                  float16_out=Path(args.float16_weights) if args.float16_weights else None, limit=args.limit,
+                  flip=args.flip, uncertain_share=args.uncertain_share)
     test = meta["metrics"]["test"]
     log.info("exported %s: test accuracy %.4f (masked %.4f), threshold %.3f; use it with "
              "`python -m realtime --model %s`", out, test["accuracy"], meta["metrics"]["test_masked"]["accuracy"],
@@ -235,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the uncertain band is the narrowest around the threshold that holds this share "
                         "of validation faces (default 0.05)")
     p.add_argument("--note", default="", help="how the model was trained (goes into the metadata)")
+    p.add_argument("--reproduce", default="", help="the command that reproduces the model (goes into the "
+                   "metadata, for the model card)")
+    p.add_argument("--float16-weights", metavar="NPZ", help="also write the float weights as float16 (~30 MB), "
+                   "to fine-tune from with train --weights NPZ (default: not written)")
     p.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_export)
 

@@ -23,8 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="exported model (.tflite); its metadata .json sits beside it")
     p.add_argument("--tradeoff", type=Path, help="JSON from scripts/size_tradeoff.py")
     p.add_argument("--region-experiment", type=Path, help="JSON of the full vs upper-half experiment")
-    p.add_argument("--history", type=Path, help="history.csv of the training run (default: none)")
-    p.add_argument("--reproduce", default="", help="the command(s) that reproduce the model")
+    p.add_argument("--history", type=Path, help="history.csv of the training run (default: the training "
+                   "curve in the model's metadata, if any)")
+    p.add_argument("--reproduce", help="the command(s) that reproduce the model (default: the one in the "
+                   "model's metadata)")
     p.add_argument("--out", type=Path, help="card to write (default: MODEL_card.md beside the model)")
     p.add_argument("--force", action="store_true", help="replace an existing card")
 
@@ -51,8 +53,12 @@ def run(args: argparse.Namespace) -> int:
     region = _load(args.region_experiment)
     if args.history and not args.history.is_file():
         raise UserError(f"--history {args.history}: not found")
-    history = args.history.read_text().splitlines() if args.history else []
-    text = render(meta, tradeoff, region, history, args.reproduce)
+    if args.history:
+        with args.history.open(newline="") as f:
+            history = list(csv.DictReader(f))
+    else:
+        history = meta.get("training_curve") or []
+    text = render(meta, tradeoff, region, history, args.reproduce or meta.get("reproduce", ""))
     write_text_atomic(out, text)
     return 0
 
@@ -153,7 +159,9 @@ def v2_sections(m: dict) -> list[str]:
     return lines
 
 
-def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list[str], reproduce: str) -> str:
+def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list[dict[str, str]],
+           reproduce: str) -> str:
+    """The card's Markdown; ``history`` holds the training curve's rows (history.csv as dicts)."""
     m = meta["metrics"]
     test, masked = m["test"], m["test_masked"]
     child_key = next((k for k in m if k.startswith("test_children_under_")), None)
@@ -277,7 +285,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
                   "accuracy is on augmented crops):", "",
                   "| epoch | px | learning rate | loss | train acc | val acc | val acc, masked | seconds |",
                   "|---|---|---|---|---|---|---|---|"]
-        for row in csv.DictReader(history):
+        for row in history:
             lines.append(f"| {row['epoch']} | {row['size']} | {float(row['lr']):.2e} | {float(row['loss']):.4f} "
                          f"| {pct(float(row['acc']))} | {pct(float(row['val_acc']))} "
                          f"| {pct(float(row['val_masked_acc']))} | {float(row['seconds']):.0f} |")
@@ -296,7 +304,8 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         "## Reproduce",
         "",
         "```bash",
-        reproduce or "see README.md (Training your own)",
+        reproduce or f"# exported from commit {meta.get('training_commit', '?')}: its scripts/train_shipped_model.sh "
+                     "holds the recipe; README.md, Train on your own faces, for your own model",
         "```",
         "",
     ]

@@ -1,4 +1,4 @@
-"""Evaluate a .tflite gender model on a folder of labelled images (CLI contract 2).
+"""Evaluate a .tflite gender model on a folder of labelled images (docs/architecture.md, contract 2).
 
   python -m training evaluate --model M.tflite --data DIR --report R.json [--crops]
 

@@ -8,6 +8,7 @@ recall) and writes the metadata the runtime reads.
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import logging
@@ -28,6 +29,7 @@ from realtime.errors import UserError
 from .data import Cache, load_cache
 from .masks import load_templates, resolve_templates
 from .metrics import (
+    MIN_FACES_PER_CLASS,
     age_metrics,
     band_for_share,
     choose_threshold,
@@ -36,7 +38,7 @@ from .metrics import (
     metrics,
     reliability,
 )
-from .model import has_age_head
+from .model import has_age_head, save_snapshot
 from .train import eval_arrays, predict_outputs
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,8 @@ class Splits:
 
 def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float = 0.5,
            rep_samples: int = 300, mask_templates: str | Path | None = "bundled", min_age: int = 13,
-           threads: int = 2, training_note: str = "", limit: int = 0, flip: str = "auto",
+           threads: int = 2, training_note: str = "", reproduce: str = "", float16_out: Path | None = None,
+           limit: int = 0, flip: str = "auto",
            uncertain_share: float = 0.05) -> dict:
     """Convert ``checkpoint`` to int8 at ``size`` px and write it with its metadata to ``out``.
 
@@ -188,7 +191,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         p_by_flip = {}
         for flipped in (False, True):
             p = predict_int8(tmp_model, replace(base, flip_average=flipped), xv, threads)
-            t = choose_threshold(yv, p)
+            t = choose_threshold(yv, p, min_per_class=2 * MIN_FACES_PER_CLASS)  # yv: each face plain + masked
             p_by_flip[flipped] = p
             choices[f"val_accuracy_flip_{'on' if flipped else 'off'}"] = metrics(yv, p, t)["accuracy"]
         better = choices["val_accuracy_flip_on"] > choices["val_accuracy_flip_off"]
@@ -202,7 +205,12 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         choices["temperature"] = temperature
         choices["val_ece_before"] = reliability(yv, p_val)[1]
         choices["val_ece_after"] = reliability(yv, p_cal)[1]
-        threshold = choose_threshold(yv, p_cal)
+        threshold = choose_threshold(yv, p_cal, min_per_class=2 * MIN_FACES_PER_CLASS)
+        per_class = min(int((labels[sp.val] == 1).sum()), int((labels[sp.val] == 0).sum()))
+        choices["threshold_rule"] = (
+            "equal female and male recall on validation" if per_class >= MIN_FACES_PER_CLASS else
+            f"0.5: validation has {per_class} faces of its smaller class, fewer than {MIN_FACES_PER_CLASS} "
+            "needed to move it")
         band = band_for_share(p_cal, threshold, uncertain_share)
         choices["uncertain_share_target"] = uncertain_share
         choices["val_uncertain"] = float(((p_cal >= band[0]) & (p_cal < band[1])).mean())
@@ -259,6 +267,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             "calibration": {"temperature": temperature, "fitted_on": "validation split, adults, plain + masked"},
             "flip_average": use_flip,
             "training": training_note,
+            **({"reproduce": reproduce} if reproduce else {}),
             "training_data": f"UTKFace (non-commercial research licence), ages >= {min_age} for training",
             "split_sizes": _split_sizes(cache, min_age),
             "metrics": report,
@@ -272,6 +281,10 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             meta["child_age"] = float(min_age)
             meta["training_data"] = ("UTKFace (non-commercial research licence), all ages; the gender loss of "
                                      f"faces under {min_age} down-weighted")
+        curve = Path(checkpoint).parent / "history.csv"
+        if curve.is_file():  # the run's per-epoch record, so the model card needs no file outside models/
+            with curve.open(newline="") as f:
+                meta["training_curve"] = list(csv.DictReader(f))
         cache_report = data / "report.json"
         described = json.loads(cache_report.read_text()).get("data") if cache_report.is_file() else None
         if described:
@@ -286,6 +299,10 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         tmp_out.replace(out)
         tmp_meta.replace(meta_path)
     log.info("wrote %s (%.1f MB) and %s", out, len(tflite) / 1e6, meta_path)
+    if float16_out:
+        save_snapshot(model, float16_out)
+        log.info("wrote %s (%.1f MB): the float weights as float16, for --weights %s", float16_out,
+                 float16_out.stat().st_size / 1e6, float16_out)
     return meta
 
 
