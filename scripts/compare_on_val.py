@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Which model to ship: int8 models scored on a prepared cache's **validation** split, never the test.
+
+    python scripts/compare_on_val.py --data data_cache/utk192ctx \
+        --model models/gender_vgg16_int8.tflite --model runs/v2/model_int8.tflite \
+        --mask-templates DATA/mask_templates --json docs/measurements/ship_decision.json
+
+Each model runs through the runtime's own classifier with its own metadata (input size, face
+region, flip averaging, calibration, threshold), on the adults of the validation split (age >=
+``--min-age``), once plain and once with the exporter's fixed synthetic mask per face. The score is
+the mean of the two balanced accuracies, the same score training selects epochs by. The JSON names
+the CPU, each model's file and SHA-256, and the winner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from realtime.classifier import GenderClassifier
+from realtime.cli import report_user_error, setup_logging
+from realtime.errors import UserError
+from realtime.files import open_output
+from realtime.machine import cpu_info
+
+log = logging.getLogger("compare_on_val")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="prepared cache (python -m training prepare)")
+    p.add_argument("--model", type=Path, action="append", required=True, help=".tflite model (repeatable)")
+    p.add_argument("--mask-templates", default="bundled", help="templates for the masked score (default bundled)")
+    p.add_argument("--min-age", type=int, default=13, help="adults from this age (default 13)")
+    p.add_argument("--threads", type=int, default=2, help="classifier threads (default 2)")
+    p.add_argument("--json", type=Path, help="write the comparison here")
+    args = p.parse_args(argv)
+    setup_logging(False)
+    try:
+        from training.data import load_cache
+        from training.export import predict_int8
+        from training.masks import load_templates, resolve_templates
+        from training.metrics import metrics
+        from training.train import eval_arrays
+
+        cache = load_cache(args.data)
+        templates = load_templates(resolve_templates(args.mask_templates))
+        val = cache.indices("val", min_age=args.min_age)
+        y = cache.labels()[val]
+        rows = []
+        for path in args.model:
+            clf = GenderClassifier(path, num_threads=args.threads)
+            info = clf.info
+            row: dict = {"model": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                         "input_size": info.input_size, "threshold": info.threshold,
+                         "flip_average": info.flip_average}
+            for tag, masked in (("val", False), ("val_masked", True)):
+                x = eval_arrays(cache, val, info.input_size, masked=masked, templates=templates,
+                                region=info.face_region)
+                m = metrics(y, predict_int8(path, info, x, args.threads), info.threshold)
+                row[tag] = {k: round(float(m[k]), 4) for k in ("accuracy", "balanced_accuracy", "recall_female",
+                                                                "recall_male")}
+            row["score"] = round((row["val"]["balanced_accuracy"] + row["val_masked"]["balanced_accuracy"]) / 2, 4)
+            log.info("%s: val %.4f, masked %.4f, score %.4f", path, row["val"]["accuracy"],
+                     row["val_masked"]["accuracy"], row["score"])
+            rows.append(row)
+        best = max(rows, key=lambda r: r["score"])
+        result = {"cpu": cpu_info(), "data": str(args.data), "split": f"val, ages >= {args.min_age}",
+                  "n": int(len(val)), "models": rows, "best": best["model"]}
+        log.info("best on validation: %s", best["model"])
+        if args.json:
+            with open_output(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+                f.write("\n")
+        return 0
+    except UserError as exc:
+        return report_user_error(exc, False)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
