@@ -189,6 +189,25 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str, str]], tile_px: int = 1
         y, x = r * (tile_px + cap_h), c * tile_px
         sheet[y : y + tile_px, x : x + tile_px] = cv2.resize(crop, (tile_px, tile_px))
         cv2.rectangle(sheet, (x, y), (x + tile_px - 1, y + tile_px - 1), COLOURS.get(label, COLOURS["uncertain"]), 2)
+        cell = sheet[y + tile_px : y + tile_px + cap_h, x : x + tile_px]  # a view: text cannot spill over
         for k, line in enumerate(text.split("\n")[:2]):
-            draw_text(sheet, line[:22], (x + 4, y + tile_px + 14 + 16 * k), 0.42, 1)
+            draw_text(cell, fit_text(line, tile_px - 8, 0.42, 1), (4, 14 + 16 * k), 0.42, 1)
     return sheet
+
+
+def fit_text(text: str, width_px: int, scale: float, thickness: int) -> str:
+    """``text``, shortened in the middle with ".." until it is at most ``width_px`` wide (keeps a file's end)."""
+    def width(t: str) -> int:
+        return cv2.getTextSize(t, FONT, scale, thickness + 1)[0][0]
+    if width(text) <= width_px:
+        return text
+    head, tail = len(text) // 2, len(text) - len(text) // 2
+    while head + tail > 1:
+        if head >= tail:
+            head -= 1
+        else:
+            tail -= 1
+        short = f"{text[:head]}..{text[len(text) - tail:]}"
+        if width(short) <= width_px:
+            return short
+    return text[:1]

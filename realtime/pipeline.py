@@ -551,6 +551,8 @@ class _Sinks:
                 crops = pipeline.classifier.crops(source_image, [f.crop_box for f in faces])
                 for face, crop in zip(faces, crops):
                     conf = "" if face.p_female is None else f" {max(face.p_female, 1 - face.p_female):.2f}"
+                    if face.reason:
+                        conf = f" ({face.reason})"
                     self.sheet_tiles.append((crop if pipeline.classifier.info.colour_order == "BGR"
                                              else crop[..., ::-1], face.label or "uncertain",
                                              f"{face.label}{conf}\n{Path(frame.name or '').name}"))

@@ -33,6 +33,21 @@ def test_fps_and_contact_sheet() -> None:
     assert contact_sheet([]).shape[0] > 0  # "no faces found" sheet
 
 
+def test_contact_sheet_captions_stay_in_their_tile() -> None:
+    import cv2
+
+    from realtime.overlay import FONT, fit_text
+
+    name = "26_1_2_20170116184253567.jpg.chip.jpg"
+    short = fit_text(name, 120, 0.42, 1)
+    assert ".." in short and short.endswith(".jpg") and cv2.getTextSize(short, FONT, 0.42, 2)[0][0] <= 120
+    assert fit_text("a.jpg", 120, 0.42, 1) == "a.jpg"
+    black = np.zeros((64, 64, 3), np.uint8)
+    sheet = contact_sheet([(black, "female", f"female 0.91\n{name}"), (black, "male", "")], tile_px=64, columns=2)
+    assert sheet[64:, :64].max() == 255  # the caption is drawn in its own cell...
+    assert (sheet[66:, 64:] == 32).all()  # ...and nothing of it spills into the next one (below its border)
+
+
 # -- live window: mirror, blur, panels -------------------------------------------------------------
 from realtime.overlay import HELP_LINES, LiveStatus, draw_status, mirror_box  # noqa: E402
 

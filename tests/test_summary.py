@@ -101,9 +101,11 @@ def test_cli_summary_agrees_with_the_jsonl(tmp_path: Path) -> None:
     assert summary["frames"] == len(records) == 24
     assert summary["source"] == str(clip) and summary["model"] == "gender_vgg16_int8.tflite"
     seen: dict[int, list[tuple[float, str]]] = {}
+    ages: dict[int, list[float | None]] = {}
     for rec in records:
         for f in rec["faces"]:
             seen.setdefault(f["track_id"], []).append((rec["time_s"], f["label"]))
+            ages.setdefault(f["track_id"], []).append(f["apparent_age"])
     assert {t["track_id"] for t in summary["tracks"]} == set(seen)
     assert summary["distinct_tracks"]["total"] == len(seen) >= 2
     for t in summary["tracks"]:
@@ -112,7 +114,8 @@ def test_cli_summary_agrees_with_the_jsonl(tmp_path: Path) -> None:
         assert t["first_seen_s"] == min(times) and t["last_seen_s"] == max(times)
         assert t["dwell_s"] == pytest.approx(max(times) - min(times), abs=1e-3)
         assert t["label"] == seen[t["track_id"]][-1][1]  # the label its last frame showed
-        assert t["apparent_age"] is None  # the shipped model has no age head
+        assert t["apparent_age"] is not None  # the shipped model has an age head
+        assert min(ages[t["track_id"]]) - 0.1 <= t["apparent_age"] <= max(ages[t["track_id"]]) + 0.1
     counts = summary["distinct_tracks"]
     assert counts["female"] + counts["male"] + counts["uncertain"] == counts["total"]
     assert not leftovers(tmp_path)
