@@ -29,7 +29,7 @@ from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
 from .files import refuse_overlap
 from .live import DEFAULT_CAPTURES, LiveWindow
-from .overlay import FaceView, contact_sheet, draw_faces
+from .overlay import FaceView, caption, contact_sheet, draw_faces
 from .paths import GENDER_MODEL
 from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
@@ -550,12 +550,9 @@ class _Sinks:
                     source_image = blur_faces(frame.image, [f.box for f in faces])
                 crops = pipeline.classifier.crops(source_image, [f.crop_box for f in faces])
                 for face, crop in zip(faces, crops):
-                    conf = "" if face.p_female is None else f" {max(face.p_female, 1 - face.p_female):.2f}"
-                    if face.reason:
-                        conf = f" ({face.reason})"
                     self.sheet_tiles.append((crop if pipeline.classifier.info.colour_order == "BGR"
                                              else crop[..., ::-1], face.label or "uncertain",
-                                             f"{face.label}{conf}\n{Path(frame.name or '').name}"))
+                                             f"{caption(face.view())}\n{Path(frame.name or '').name}"))
         elif self.config.output is not None:
             if self.video is None and self.measure_fps:
                 self.pending.append((frame.time_s, annotated))
