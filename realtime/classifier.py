@@ -64,6 +64,10 @@ class ModelInfo:
     child_age: float | None = None  # faces whose apparent age is under this are "uncertain" (child)
     temperature: float = 1.0  # calibration: p = sigmoid(logit(p) / temperature)
     flip_average: bool = False  # average the outputs of each crop and its mirror image
+    # With flip averaging: only crops whose plain p_female (before calibration) lies in [low, high)
+    # are mirrored; the rest are far enough from the threshold that the mirror cannot change their
+    # label. None: every crop is mirrored.
+    flip_band: tuple[float, float] | None = None
     raw: dict | None = None
 
     @classmethod
@@ -82,6 +86,7 @@ class ModelInfo:
             outputs = data.get("outputs")
             calibration = data.get("calibration") or {}
             child_age = data.get("child_age")
+            flip_band = data.get("flip_band")
             info = cls(
                 input_size=int(data["input_size"]),
                 colour_order=str(data.get("colour_order", "BGR")).upper(),
@@ -95,6 +100,7 @@ class ModelInfo:
                 child_age=None if child_age is None else float(child_age),
                 temperature=float(calibration.get("temperature", 1.0)),
                 flip_average=bool(data.get("flip_average", False)),
+                flip_band=None if flip_band is None else (float(flip_band[0]), float(flip_band[1])),
                 raw=data,
             )
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
@@ -119,6 +125,8 @@ class ModelInfo:
             problems.append(f"calibration temperature {self.temperature} is outside 0.05..20")
         if self.outputs is not None and P_FEMALE not in self.outputs:
             problems.append(f"outputs {sorted(self.outputs)} lack {P_FEMALE!r}")
+        if self.flip_band is not None and not 0.0 <= self.flip_band[0] <= self.flip_band[1] <= 1.05:
+            problems.append(f"flip_band {list(self.flip_band)} must lie in 0..1 (low <= high)")
         if self.child_age is not None and not 0 < self.child_age < 100:
             problems.append(f"child_age {self.child_age} is outside 0..100")
         if problems:
@@ -247,14 +255,24 @@ class GenderClassifier:
     def predict(self, crops: np.ndarray, flip_average: bool | None = None) -> dict[str, np.ndarray]:
         """Named outputs for N crops from :meth:`crops`: ``p_female`` (calibrated) and, with the
         age head, ``apparent_age`` in years. ``flip_average`` (default: the metadata's) averages
-        each crop's outputs with its mirror image's."""
+        each crop's outputs with its mirror image's; the metadata's ``flip_band`` limits that to the
+        crops near the threshold (``flip_average=True`` mirrors every crop)."""
         if len(crops) == 0:
             return {name: np.zeros((0,), np.float32) for name in self._outputs}
         flip = self.info.flip_average if flip_average is None else flip_average
-        values = self._raw(np.concatenate([crops, crops[:, :, ::-1]]) if flip else crops)
-        if flip:
+        band = self.info.flip_band if flip_average is None else None
+        if flip and band is None:
             n = len(crops)
-            values = {k: (v[:n] + v[n:]) / 2.0 for k, v in values.items()}
+            both = self._raw(np.concatenate([crops, crops[:, :, ::-1]]))
+            values = {k: (v[:n] + v[n:]) / 2.0 for k, v in both.items()}
+        else:
+            values = self._raw(crops)
+            if flip and band is not None:
+                near = (values[P_FEMALE] >= band[0]) & (values[P_FEMALE] < band[1])
+                if near.any():
+                    mirrored = self._raw(crops[near][:, :, ::-1])
+                    for k, v in values.items():
+                        v[near] = (v[near] + mirrored[k]) / 2.0
         p = np.clip(values[P_FEMALE], 0.0, 1.0)
         if self.info.temperature != 1.0:
             p = calibrate(p, self.info.temperature)

@@ -20,6 +20,7 @@ configuration. Exit status: 0 on success, 2 on unusable input (one ``error:`` li
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -128,6 +129,9 @@ def model_info(model: Path) -> dict[str, Any]:
     info = ModelInfo.from_json(metadata_path(model))
     arch = str((info.raw or {}).get("architecture", ""))
     out: dict[str, Any] = {"input_size": info.input_size, "mb": round(model.stat().st_size / 1e6, 2),
+                           "sha256": hashlib.sha256(model.read_bytes()).hexdigest()[:16],
+                           "outputs": sorted(info.outputs) if info.outputs else ["p_female"],
+                           "flip_average": info.flip_average,
                            "architecture": arch or None}
     if "vgg16" in arch.lower():
         out["conv_gmacs"] = round(vgg16_conv_macs(info.input_size) / 1e9, 3)

@@ -43,6 +43,13 @@ def machine(report: dict[str, Any]) -> str:
     return f"{cpu.get('name', 'unknown CPU')}, {cpu.get('cores', '?')} cores ({flags})"
 
 
+def model_name(report: dict[str, Any]) -> str:
+    """The measured model as the docs name it: file, input size and (when recorded) its hash."""
+    info = report.get("model_info", {})
+    sha = f", SHA-256 {info['sha256'][:12]}…" if info.get("sha256") else ""
+    return f"model `{Path(report['model']).name}` ({info.get('input_size', '?')} px{sha})"
+
+
 def detector_parity() -> str:
     r = load("detector.json")
     lines = [f"Measured by `python scripts/detector_report.py` on {machine(r)}; "
@@ -82,8 +89,7 @@ def benchmark_backends() -> str:
     before, after = load("benchmark_640x480_mediapipe.json"), load("benchmark_640x480_litert.json")
     lines = [f"`python scripts/benchmark.py --source {after['source']} --compare --detector-backend "
              f"mediapipe|litert` (one process per row, second run after install, so bytecode is compiled) "
-             f"on {machine(after)}; model `{Path(after['model']).name}` "
-             f"({after['model_info']['input_size']} px), detector {after['detector']}-range:", "",
+             f"on {machine(after)}; {model_name(after)}, detector {after['detector']}-range:", "",
              "| backend | mode | cache | FPS | detect ms | classify ms | total ms | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|",
              *_benchmark_rows(before, "mediapipe (before)"), *_benchmark_rows(after, "litert (now default)")]
@@ -95,7 +101,8 @@ def soak() -> str:
     s = r["soak"]
     slope = s.get("rss_slope_mb_per_min")
     return (f"`python scripts/benchmark.py --source {r['source']} --soak {s['seconds']:g} --interval "
-            f"{s['interval_s']:g} --async` on {machine(r)}: {r['frames']} frames at {r['fps']:.0f} FPS; "
+            f"{s['interval_s']:g} --async` on {machine(r)}, {model_name(r)}: {r['frames']} frames at "
+            f"{r['fps']:.0f} FPS; "
             f"RSS {s['rss_start_mb']:.1f} MB after warm-up, {s['rss_end_mb']:.1f} MB at the end, peak "
             f"{s['rss_max_mb']:.1f} MB over {len(s['samples'])} samples; least-squares slope "
             f"{'n/a' if slope is None else f'{slope:+.2f} MB/min'}. (A memory check: other jobs shared the "

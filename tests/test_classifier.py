@@ -177,6 +177,30 @@ def test_flip_average_is_the_mean_of_the_crop_and_its_mirror(age_model: Path) ->
     assert both == pytest.approx((plain + mirrored) / 2, abs=1e-4)
 
 
+def test_flip_band_mirrors_only_the_crops_near_the_threshold(age_model: Path) -> None:
+    from dataclasses import replace
+
+    base = GenderClassifier(age_model)
+    grey = np.full((1, 32, 32, 3), 50, np.uint8)
+    grey[0, :, :16] = 200  # grey: p_female 0.05; its mirror has another age
+    crops = np.concatenate([_halves(255, 51), grey])
+    plain = base.predict(crops, flip_average=False)
+    both = base.predict(crops, flip_average=True)
+    p0 = float(plain["p_female"][0])
+    # a band around the first crop's plain p: it is averaged with its mirror, the second is not
+    banded = GenderClassifier(age_model, info=replace(base.info, flip_average=True, flip_band=(p0 - 1e-3, p0 + 1e-3)))
+    values = banded.predict(crops)
+    assert abs(float(plain["p_female"][1]) - p0) > 1e-3  # the second crop lies outside the band
+    assert values["apparent_age"][0] == pytest.approx(both["apparent_age"][0], abs=1e-4)
+    assert values["apparent_age"][1] == pytest.approx(plain["apparent_age"][1], abs=1e-4)
+    assert abs(both["apparent_age"][1] - plain["apparent_age"][1]) > 10  # so mirroring it would show
+    # an empty band mirrors nothing; an explicit flip_average=True mirrors everything
+    empty = GenderClassifier(age_model, info=replace(base.info, flip_average=True, flip_band=(0.0, 0.0)))
+    np.testing.assert_allclose(empty.predict(crops)["apparent_age"], plain["apparent_age"], atol=1e-4)
+    np.testing.assert_allclose(empty.predict(crops, flip_average=True)["apparent_age"], both["apparent_age"],
+                               atol=1e-4)
+
+
 def test_child_gate_and_labels(age_model: Path) -> None:
     clf = GenderClassifier(age_model)
     young = _halves(20, 20)  # age 6.3
@@ -219,6 +243,8 @@ def test_temperature_calibration(colour_model: Path, tmp_path: Path) -> None:
     ({"crop_margin": "wide"}, "bad model metadata"),
     ({"calibration": {"temperature": 0}}, "temperature"),
     ({"child_age": -4}, "child_age"),
+    ({"flip_band": [0.6, 0.2]}, "flip_band"),
+    ({"flip_band": "wide"}, "bad model metadata"),
 ])
 def test_metadata_with_wrong_types_or_values_is_one_clear_error(age_model: Path, tmp_path: Path,
                                                                  override: dict, needle: str) -> None:

@@ -92,7 +92,7 @@ def fake_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     checkpoint.write_bytes(b"stand-in")
     monkeypatch.setattr(keras.models, "load_model", lambda path: OracleModel())
     monkeypatch.setattr(export_mod, "convert_int8", lambda model, size, rep: b"int8 model bytes")
-    monkeypatch.setattr(export_mod, "ms_per_face", lambda path, info, threads: 1.0)
+    monkeypatch.setattr(export_mod, "ms_per_face", lambda path, info, threads, crops: 1.0)
     return checkpoint
 
 
@@ -188,3 +188,18 @@ def test_parity_refusal_explains_itself() -> None:
     text = str(info.value)
     assert "20 of 400 faces" in text and "--max-drop" in text and "3 distinct values" in text
     export_mod.check_parity(1.0, 0.99, 100, 0.5, np.linspace(0, 1, 100))  # one face: noise, accepted
+
+
+def test_model_card_states_the_flip_band_and_its_cost() -> None:
+    from training.card import flip_lines
+
+    base = {"flip_average": True, "val_accuracy_flip_on": 0.9475, "val_accuracy_flip_off": 0.947,
+            "ms_per_face_flip_on": 3.5, "ms_per_face_flip_off": 3.0}
+    banded = {**base, "flip_band": [0.125, 0.675], "val_mirrored": 0.103, "ms_timed_faces": 200,
+              "val_accuracy_flip_every_face": 0.9473, "ms_per_face_flip_every_face": 6.1}
+    (line,) = flip_lines(banded)
+    assert "[0.125, 0.675)" in line and "10.3 %" in line and "(1.17x)" in line and "6.10 mirroring every face" in line
+    (every,) = flip_lines({**banded, "flip_band": None})
+    assert "for every face" in every
+    (old,) = flip_lines(base)  # metadata written before the flip band: still rendered
+    assert "3.50 vs 3.00 ms per face" in old

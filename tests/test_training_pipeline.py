@@ -184,7 +184,12 @@ def test_age_head_trains_exports_and_runs(age_export: Path) -> None:
     assert meta["child_age"] == 13
     choices = meta["metrics"]["validation_choices"]
     assert {"flip_average", "temperature", "val_ece_before", "val_ece_after", "ms_per_face_flip_on",
-            "ms_per_face_flip_off"} <= choices.keys()
+            "ms_per_face_flip_off", "ms_per_face_flip_every_face", "flip_band", "val_mirrored"} <= choices.keys()
+    # the flip band is the narrowest around the threshold holding the default 10 % of validation faces
+    assert choices["flip_share"] == 0.1 and choices["val_mirrored"] >= 0.1
+    lo, hi = choices["flip_band"]
+    assert 0 <= lo <= hi <= 1
+    assert meta.get("flip_band") == (choices["flip_band"] if choices["flip_average"] else None)
     assert meta["calibration"]["temperature"] == choices["temperature"] > 0
     assert meta["metrics"]["test_age"]["mae"] is not None
     assert [r["framing"] for r in meta["metrics"]["test_framing"]] == ["runtime crop", "20 % looser", "15 % tighter"]

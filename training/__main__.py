@@ -111,7 +111,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                   min_age=args.min_age, threads=args.threads, training_note=args.note,
                   reproduce=args.reproduce,
                   float16_out=Path(args.float16_weights) if args.float16_weights else None, limit=args.limit,
-                  flip=args.flip, uncertain_share=args.uncertain_share)
+                  flip=args.flip, flip_share=args.flip_share,
+                  uncertain_share=args.uncertain_share)
     test = meta["metrics"]["test"]
     log.info("exported %s: test accuracy %.4f (masked %.4f), threshold %.3f; use it with "
              "`python -m realtime --model %s`", out, test["accuracy"], meta["metrics"]["test_masked"]["accuracy"],
@@ -235,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
                    help="flip averaging (each face and its mirror image): auto keeps it when it is more "
                         "accurate on the validation split (default auto)")
+    p.add_argument("--flip-share", type=unit_float, default=0.1,
+                   help="mirror only this share of faces, those nearest the threshold (a band fitted on the "
+                        "validation split), where the mirror can change the label; 1 mirrors every face "
+                        "(default 0.1)")
     p.add_argument("--uncertain-share", type=unit_float, default=0.05,
                    help="the uncertain band is the narrowest around the threshold that holds this share "
                         "of validation faces (default 0.05)")

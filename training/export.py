@@ -102,30 +102,31 @@ def predict_int8_all(path: Path, info: ModelInfo, x: np.ndarray, threads: int) -
     return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
 
 
-def float_outputs(model, x: np.ndarray, flip: bool = False, temperature: float = 1.0
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(p_female, age)`` of the float Keras model with the runtime's flip averaging and calibration."""
+def float_outputs(model, x: np.ndarray, flip: bool = False, temperature: float = 1.0,
+                  flip_band: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(p_female, age)`` of the float Keras model with the runtime's flip averaging (only in
+    ``flip_band`` when given) and calibration."""
     p, age = predict_outputs(model, x)
     if flip:
         p2, age2 = predict_outputs(model, x[:, :, ::-1])
-        p = (p + p2) / 2
-        age = None if age is None or age2 is None else (age + age2) / 2
+        near = np.ones(len(p), bool) if flip_band is None else (p >= flip_band[0]) & (p < flip_band[1])
+        p = np.where(near, (p + p2) / 2, p)
+        age = None if age is None or age2 is None else np.where(near, (age + age2) / 2, age)
     return (calibrate(np.clip(p, 0, 1), temperature) if temperature != 1.0 else p), age
 
 
-def ms_per_face(path: Path, info: ModelInfo, threads: int, runs: int = 40) -> float:
-    """Median milliseconds to classify one face (batch 1) with ``info``'s settings."""
+def ms_per_face(path: Path, info: ModelInfo, threads: int, crops: np.ndarray) -> float:
+    """Mean milliseconds to classify one face (batch 1) of ``crops`` with ``info``'s settings (with
+    a flip band the cost depends on the face, so real faces are timed, not noise)."""
     import time
 
     clf = GenderClassifier(path, num_threads=threads, info=info)
-    x = np.random.default_rng(0).integers(0, 255, (1, info.input_size, info.input_size, 3), dtype=np.uint8)
-    clf.predict(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        clf.predict(x)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return float(np.median(times))
+    clf.predict(crops[:1])
+    clf.predict(crops[:1], flip_average=True)  # both batch shapes allocated before timing
+    start = time.perf_counter()
+    for i in range(len(crops)):
+        clf.predict(crops[i : i + 1])
+    return (time.perf_counter() - start) * 1000.0 / max(1, len(crops))
 
 
 @dataclass
@@ -139,12 +140,13 @@ class Splits:
 def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float = 0.5,
            rep_samples: int = 300, mask_templates: str | Path | None = "bundled", min_age: int = 13,
            threads: int = 2, training_note: str = "", reproduce: str = "", float16_out: Path | None = None,
-           limit: int = 0, flip: str = "auto",
+           limit: int = 0, flip: str = "auto", flip_share: float = 0.1,
            uncertain_share: float = 0.05) -> dict:
     """Convert ``checkpoint`` to int8 at ``size`` px and write it with its metadata to ``out``.
 
     On the validation split (adults, plain and masked crops, int8): flip averaging is kept when
-    it is more accurate (``flip="auto"``; ``on``/``off`` force it), a calibration temperature is
+    it is more accurate (``flip="auto"``; ``on``/``off`` force it), only for the ``flip_share`` of
+    faces nearest the threshold (1.0: every face), a calibration temperature is
     fitted, the threshold equalises female and male recall, and the uncertain band is the narrowest
     one around the threshold that holds ``uncertain_share`` of the faces. Everything is then
     measured once on the test split, which chose nothing.
@@ -155,6 +157,8 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         raise UserError(f"checkpoint not found: {checkpoint}")
     if flip not in ("auto", "on", "off"):
         raise UserError(f"--flip must be auto, on or off, got {flip!r}")
+    if not 0.0 < flip_share <= 1.0:
+        raise UserError(f"--flip-share must be in (0, 1], got {flip_share}")
     cache = load_cache(data)
     templates = load_templates(resolve_templates(mask_templates))
     model = keras.models.load_model(checkpoint)
@@ -188,18 +192,31 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
                              eval_arrays(cache, sp.val, size, masked=True, templates=templates, region=region)])
         yv = np.concatenate([labels[sp.val]] * 2)
         choices: dict = {}
-        p_by_flip = {}
-        for flipped in (False, True):
-            p = predict_int8(tmp_model, replace(base, flip_average=flipped), xv, threads)
+        p_off = predict_int8(tmp_model, base, xv, threads)
+        p_all = predict_int8(tmp_model, replace(base, flip_average=True), xv, threads)
+        # Mirror only the faces nearest the (uncalibrated) threshold: elsewhere the mirror cannot
+        # change the label, and each mirrored face costs a second inference.
+        t_off = choose_threshold(yv, p_off, min_per_class=2 * MIN_FACES_PER_CLASS)
+        flip_band = band_for_share(p_off, t_off, flip_share) if flip_share < 1.0 else None
+        near = np.ones(len(p_off), bool) if flip_band is None else (p_off >= flip_band[0]) & (p_off < flip_band[1])
+        p_on = np.where(near, p_all, p_off)
+        for tag, p in (("off", p_off), ("on", p_on), ("every_face", p_all)):
             t = choose_threshold(yv, p, min_per_class=2 * MIN_FACES_PER_CLASS)  # yv: each face plain + masked
-            p_by_flip[flipped] = p
-            choices[f"val_accuracy_flip_{'on' if flipped else 'off'}"] = metrics(yv, p, t)["accuracy"]
+            choices[f"val_accuracy_flip_{tag}"] = metrics(yv, p, t)["accuracy"]
         better = choices["val_accuracy_flip_on"] > choices["val_accuracy_flip_off"]
         use_flip = flip == "on" or (flip == "auto" and better)
         choices["flip_average"] = use_flip
-        choices["ms_per_face_flip_off"] = ms_per_face(tmp_model, base, threads)
-        choices["ms_per_face_flip_on"] = ms_per_face(tmp_model, replace(base, flip_average=True), threads)
-        p_val = p_by_flip[use_flip]
+        choices["flip_share"] = flip_share
+        choices["flip_band"] = None if flip_band is None else list(flip_band)
+        choices["val_mirrored"] = float(near.mean())
+        timed = xv[np.random.default_rng(1).choice(len(xv), size=min(200, len(xv)), replace=False)]
+        choices["ms_timed_faces"] = len(timed)
+        choices["ms_per_face_flip_off"] = ms_per_face(tmp_model, base, threads, timed)
+        choices["ms_per_face_flip_on"] = ms_per_face(
+            tmp_model, replace(base, flip_average=True, flip_band=flip_band), threads, timed)
+        choices["ms_per_face_flip_every_face"] = ms_per_face(
+            tmp_model, replace(base, flip_average=True), threads, timed)
+        p_val = p_on if use_flip else p_off
         temperature = fit_temperature(yv, p_val)
         p_cal = calibrate(p_val, temperature)
         choices["temperature"] = temperature
@@ -215,7 +232,8 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         choices["uncertain_share_target"] = uncertain_share
         choices["val_uncertain"] = float(((p_cal >= band[0]) & (p_cal < band[1])).mean())
         info = replace(base, threshold=threshold, uncertain_band=band, temperature=temperature,
-                       flip_average=use_flip, child_age=float(min_age) if age_head else None)
+                       flip_average=use_flip, flip_band=flip_band if use_flip else None,
+                       child_age=float(min_age) if age_head else None)
         log.info("validation: flip averaging %s (%.4f vs %.4f), temperature %.3f (ECE %.4f -> %.4f), "
                  "threshold %.3f, uncertain band %s", "on" if use_flip else "off",
                  choices["val_accuracy_flip_on"], choices["val_accuracy_flip_off"], temperature,
@@ -227,7 +245,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             xt = eval_arrays(cache, sp.test, size, masked=masked, templates=templates, region=region)
             if not masked:
                 xt_plain = xt
-            p_float, _ = float_outputs(model, xt, use_flip, temperature)
+            p_float, _ = float_outputs(model, xt, use_flip, temperature, info.flip_band)
             p_int8 = predict_int8(tmp_model, info, xt, threads)
             m_float = metrics(y_test, p_float, threshold)
             m_int8 = metrics(y_test, p_int8, threshold, band)
@@ -266,6 +284,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             "uncertain_band": list(band),
             "calibration": {"temperature": temperature, "fitted_on": "validation split, adults, plain + masked"},
             "flip_average": use_flip,
+            **({"flip_band": list(flip_band)} if use_flip and flip_band is not None else {}),
             "training": training_note,
             **({"reproduce": reproduce} if reproduce else {}),
             "training_data": f"UTKFace (non-commercial research licence), ages >= {min_age} for training",
