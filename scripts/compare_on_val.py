@@ -8,8 +8,10 @@
 Each model runs through the runtime's own classifier with its own metadata (input size, face
 region, flip averaging, calibration, threshold), on the adults of the validation split (age >=
 ``--min-age``), once plain and once with the exporter's fixed synthetic mask per face. The score is
-the mean of the two balanced accuracies, the same score training selects epochs by. The JSON names
-the CPU, each model's file and SHA-256, and the winner.
+the mean of the two balanced accuracies, the same score training selects epochs by. Each model is
+also timed per face (batch 1, mean over ``--timed-faces`` validation faces, its own flip averaging
+included) and compared with the first model's time. The JSON names the CPU, each model's file and
+SHA-256, and the winner.
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mask-templates", default="bundled", help="templates for the masked score (default bundled)")
     p.add_argument("--min-age", type=int, default=13, help="adults from this age (default 13)")
     p.add_argument("--threads", type=int, default=2, help="classifier threads (default 2)")
+    p.add_argument("--timed-faces", type=int, default=200, help="faces timed per model (default 200)")
     p.add_argument("--json", type=Path, help="write the comparison here")
     args = p.parse_args(argv)
     setup_logging(False)
     try:
+        import numpy as np
+
         from training.data import load_cache
-        from training.export import predict_int8
+        from training.export import ms_per_face, predict_int8
         from training.masks import load_templates, resolve_templates
         from training.metrics import metrics
         from training.train import eval_arrays
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         templates = load_templates(resolve_templates(args.mask_templates))
         val = cache.indices("val", min_age=args.min_age)
         y = cache.labels()[val]
-        rows = []
+        rows: list[dict] = []
+        pick = np.random.default_rng(1).choice(len(val), size=min(args.timed_faces, len(val)), replace=False)
         for path in args.model:
             clf = GenderClassifier(path, num_threads=args.threads)
             info = clf.info
@@ -63,12 +69,16 @@ def main(argv: list[str] | None = None) -> int:
             for tag, masked in (("val", False), ("val_masked", True)):
                 x = eval_arrays(cache, val, info.input_size, masked=masked, templates=templates,
                                 region=info.face_region)
+                if not masked:
+                    row["ms_per_face"] = round(ms_per_face(path, info, args.threads, x[pick].astype(np.uint8)), 3)
+                    row["ms_vs_first"] = round(row["ms_per_face"] / rows[0]["ms_per_face"], 3) if rows else 1.0
                 m = metrics(y, predict_int8(path, info, x, args.threads), info.threshold)
                 row[tag] = {k: round(float(m[k]), 4) for k in ("accuracy", "balanced_accuracy", "recall_female",
                                                                 "recall_male")}
             row["score"] = round((row["val"]["balanced_accuracy"] + row["val_masked"]["balanced_accuracy"]) / 2, 4)
-            log.info("%s: val %.4f, masked %.4f, score %.4f", path, row["val"]["accuracy"],
-                     row["val_masked"]["accuracy"], row["score"])
+            log.info("%s: val %.4f, masked %.4f, score %.4f, %.2f ms per face (%.2fx the first)", path,
+                     row["val"]["accuracy"], row["val_masked"]["accuracy"], row["score"], row["ms_per_face"],
+                     row["ms_vs_first"])
             rows.append(row)
         best = max(rows, key=lambda r: r["score"])
         result = {"cpu": cpu_info(), "data": str(args.data), "split": f"val, ages >= {args.min_age}",

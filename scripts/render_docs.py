@@ -137,7 +137,27 @@ def model_summary() -> str:
         lines.append(f"Apparent age: MAE {age['mae']:.1f} years on the test split; faces that look under "
                      f"{age['child_age']:g} are labelled `uncertain` (child): {_pct(age['children_gated'])} of "
                      f"children, {_pct(age['adults_gated'])} of adults.")
+    lines += ship_decision(meta)
     return "\n".join(lines) + "\n"
+
+
+def ship_decision(meta: dict[str, Any]) -> list[str]:
+    """Why this model replaced the previous one: both scored and timed on the validation split."""
+    path = MEASURED / "ship_decision.json"
+    if not path.is_file():
+        return []
+    r = json.loads(path.read_text())
+    rows = {Path(m["model"]).name: m for m in r["models"]}
+    new = rows.get(meta["model"])
+    old = next((m for name, m in rows.items() if name != meta["model"]), None)
+    if new is None or old is None or "ms_per_face" not in new:
+        return []
+    return ["", f"Chosen over the previous model (`{old['model']}`, SHA-256 {old['sha256'][:12]}…) "
+            f"on the validation split only: score {new['score']:.4f} vs {old['score']:.4f} (mean of plain and "
+            f"masked balanced accuracy); {new['ms_per_face']:.2f} vs {old['ms_per_face']:.2f} ms per face "
+            f"({new['ms_per_face'] / old['ms_per_face']:.2f}x, batch 1, flip averaging included, on "
+            f"{machine(r)}; `python scripts/compare_on_val.py`, "
+            "[measurements/ship_decision.json](docs/measurements/ship_decision.json))."]
 
 
 def _web_load_rows(r: dict[str, Any], version: str) -> list[str]:

@@ -197,3 +197,30 @@ def test_age_head_trains_exports_and_runs(age_export: Path) -> None:
     assert clf.has_age
     values = clf.predict(np.zeros((2, 32, 32, 3), np.uint8))
     assert values["apparent_age"].shape == (2,) and np.isfinite(values["apparent_age"]).all()
+
+
+def test_compare_on_val_scores_and_times_each_model(exported: Path, age_export: Path, cache: Path,
+                                                   work: Path) -> None:
+    """scripts/compare_on_val.py: validation scores, SHA-256 and per-face time of each model, relative
+    to the first, and the winner (what the ship decision is made from)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "compare_on_val.py"
+    spec = importlib.util.spec_from_file_location("compare_on_val", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("compare_on_val", mod)
+    spec.loader.exec_module(mod)
+    out = work / "compare" / "decision.json"
+    out.parent.mkdir()
+    assert mod.main(["--data", str(cache), "--model", str(exported), "--model", str(age_export),
+                     "--mask-templates", "none", "--timed-faces", "4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    first, second = result["models"]
+    assert [first["model"], second["model"]] == [str(exported), str(age_export)]
+    assert first["ms_vs_first"] == 1.0 and first["ms_per_face"] > 0 and second["ms_per_face"] > 0
+    assert second["ms_vs_first"] == pytest.approx(second["ms_per_face"] / first["ms_per_face"], rel=0.01)
+    assert len(first["sha256"]) == 64 and first["sha256"] != second["sha256"]
+    assert result["best"] == max(result["models"], key=lambda r: r["score"])["model"]
+    assert 0.0 <= first["val"]["accuracy"] <= 1.0 and 0.0 <= second["val_masked"]["balanced_accuracy"] <= 1.0

@@ -271,7 +271,8 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         lines += ["", "## Input size: accuracy vs speed", "",
                   f"Measured by `scripts/size_tradeoff.py` on {tradeoff['cpu']}, LiteRT int8, "
                   f"{tradeoff['threads']} threads, batch 1; accuracy on the {tradeoff['split']} split "
-                  "(threshold 0.5). Each size was trained for the same budget (see the experiment notes).", "",
+                  "(threshold 0.5), never the test split. How each checkpoint was trained is in the note below "
+                  "the table.", "",
                   "| input px | ms / face | model MB | val accuracy | val accuracy, masked | checkpoint |",
                   "|---|---|---|---|---|---|"]
         for r in tradeoff["rows"]:
@@ -280,7 +281,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         if tradeoff.get("note"):
             lines += ["", tradeoff["note"]]
         best = max(tradeoff["rows"], key=lambda r: r["val_accuracy"] + r["val_masked_accuracy"])
-        lines += ["", f"Shipped: {meta['input_size']} px. Most accurate at this budget: {best['size']} px. "
+        lines += ["", f"Shipped: {meta['input_size']} px. Most accurate on validation: {best['size']} px. "
                   "Cost grows with the square of the input side (`python scripts/benchmark.py --macs`)."]
     if region:
         lines += ["", "## Masked faces: whole face vs upper half only", "",
