@@ -270,7 +270,8 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
     if tradeoff:
         lines += ["", "## Input size: accuracy vs speed", "",
                   f"Measured by `scripts/size_tradeoff.py` on {tradeoff['cpu']}, LiteRT int8, "
-                  f"{tradeoff['threads']} threads, batch 1; accuracy on the {tradeoff['split']} split "
+                  f"{tradeoff['threads']} threads, batch 1, no flip averaging; accuracy on the "
+                  f"{tradeoff['split']} split "
                   "(threshold 0.5), never the test split. How each checkpoint was trained is in the note below "
                   "the table.", "",
                   "| input px | ms / face | model MB | val accuracy | val accuracy, masked | checkpoint |",
