@@ -268,7 +268,7 @@ class GenderClassifier:
         else:
             values = self._raw(crops)
             if flip and band is not None:
-                near = (values[P_FEMALE] >= band[0]) & (values[P_FEMALE] < band[1])
+                near = in_band(values[P_FEMALE], band)
                 if near.any():
                     mirrored = self._raw(crops[near][:, :, ::-1])
                     for k, v in values.items():
@@ -312,6 +312,11 @@ class GenderClassifier:
             return UNCERTAIN, CHILD
         return self.label_for(p_female), None
 
+
+
+def in_band(p: np.ndarray, band: tuple[float, float] | Sequence[float]) -> np.ndarray:
+    """Which ``p`` lie in the half-open ``[low, high)`` (uncertain band, flip band)."""
+    return (p >= band[0]) & (p < band[1])
 
 
 def calibrate(p: np.ndarray, temperature: float) -> np.ndarray:

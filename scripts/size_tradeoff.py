@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.export import convert_int8, run_config
         from training.masks import load_templates
         from training.metrics import metrics
-        from training.model import has_age_head
+        from training.model import named_outputs
         from training.train import eval_arrays
 
         cache = load_cache(Path(args.data))
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "m.tflite"
                 path.write_bytes(tflite)
-                outputs = {"p_female": "p_female", "apparent_age": "age"} if has_age_head(model) else None
-                clf = GenderClassifier(path, num_threads=args.threads, info=ModelInfo(size, outputs=outputs))
+                clf = GenderClassifier(path, num_threads=args.threads,
+                                       info=ModelInfo(size, outputs=named_outputs(model)))
                 row = {"name": f"{size} px, {region} face", "size": size, "region": region, "checkpoint": ckpt,
                        "size_mb": round(len(tflite) / 1e6, 1),
                        "ms_per_face": round(ms_per_face(clf), 2)}

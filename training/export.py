@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from realtime.classifier import APPARENT_AGE, P_FEMALE, GenderClassifier, ModelInfo, calibrate
+from realtime.classifier import APPARENT_AGE, P_FEMALE, GenderClassifier, ModelInfo, calibrate, in_band
 from realtime.errors import UserError
 
 from .data import Cache, load_cache
@@ -38,7 +38,7 @@ from .metrics import (
     metrics,
     reliability,
 )
-from .model import has_age_head, save_snapshot
+from .model import has_age_head, named_outputs, save_snapshot
 from .train import eval_arrays, predict_outputs
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def float_outputs(model, x: np.ndarray, flip: bool = False, temperature: float =
     p, age = predict_outputs(model, x)
     if flip:
         p2, age2 = predict_outputs(model, x[:, :, ::-1])
-        near = np.ones(len(p), bool) if flip_band is None else (p >= flip_band[0]) & (p < flip_band[1])
+        near = np.ones(len(p), bool) if flip_band is None else in_band(p, flip_band)
         p = np.where(near, (p + p2) / 2, p)
         age = None if age is None or age2 is None else np.where(near, (age + age2) / 2, age)
     return (calibrate(np.clip(p, 0, 1), temperature) if temperature != 1.0 else p), age
@@ -180,7 +180,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         sp = Splits(sp.val[:limit], sp.test[:limit], sp.test_children[:limit], sp.test_all[:limit])
     margin = float(json.loads((data / "report.json").read_text()).get("crop_margin", 0.1)) \
         if (data / "report.json").is_file() else 0.1
-    outputs = {P_FEMALE: P_FEMALE, APPARENT_AGE: "age"} if age_head else None
+    outputs = named_outputs(model)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,12 +193,13 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         yv = np.concatenate([labels[sp.val]] * 2)
         choices: dict = {}
         p_off = predict_int8(tmp_model, base, xv, threads)
-        p_all = predict_int8(tmp_model, replace(base, flip_average=True), xv, threads)
+        # Every face averaged with its mirror, as the runtime's flip averaging (the plain pass is p_off).
+        p_all = (p_off + predict_int8(tmp_model, base, xv[:, :, ::-1], threads)) / 2
         # Mirror only the faces nearest the (uncalibrated) threshold: elsewhere the mirror cannot
         # change the label, and each mirrored face costs a second inference.
         t_off = choose_threshold(yv, p_off, min_per_class=2 * MIN_FACES_PER_CLASS)
         flip_band = band_for_share(p_off, t_off, flip_share) if flip_share < 1.0 else None
-        near = np.ones(len(p_off), bool) if flip_band is None else (p_off >= flip_band[0]) & (p_off < flip_band[1])
+        near = np.ones(len(p_off), bool) if flip_band is None else in_band(p_off, flip_band)
         p_on = np.where(near, p_all, p_off)
         for tag, p in (("off", p_off), ("on", p_on), ("every_face", p_all)):
             t = choose_threshold(yv, p, min_per_class=2 * MIN_FACES_PER_CLASS)  # yv: each face plain + masked
@@ -230,7 +231,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             "needed to move it")
         band = band_for_share(p_cal, threshold, uncertain_share)
         choices["uncertain_share_target"] = uncertain_share
-        choices["val_uncertain"] = float(((p_cal >= band[0]) & (p_cal < band[1])).mean())
+        choices["val_uncertain"] = float(in_band(p_cal, band).mean())
         info = replace(base, threshold=threshold, uncertain_band=band, temperature=temperature,
                        flip_average=use_flip, flip_band=flip_band if use_flip else None,
                        child_age=float(min_age) if age_head else None)

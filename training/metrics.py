@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from realtime.classifier import in_band
+
 from .split import age_band
 
 MIN_FACES_PER_CLASS = 200  # fewer validation faces of a class: recalls too noisy to move the threshold
@@ -42,7 +44,7 @@ def metrics(y: np.ndarray, p: np.ndarray, threshold: float, band: tuple[float, f
     }
     out["balanced_accuracy"] = (out["recall_female"] + out["recall_male"]) / 2
     if band:
-        out["uncertain"] = float(((p >= band[0]) & (p < band[1])).mean()) if len(y) else 0.0
+        out["uncertain"] = float(in_band(p, band).mean()) if len(y) else 0.0
     return out
 
 
@@ -92,7 +94,7 @@ def band_for_share(p: np.ndarray, threshold: float, share: float) -> tuple[float
     (w in steps of 0.005, clipped to 0..1)."""
     for w in np.arange(0.0, 0.5001, 0.005):
         lo, hi = max(0.0, threshold - w), min(1.0, threshold + w)
-        if ((p >= lo) & (p < hi)).mean() >= share:
+        if in_band(p, (lo, hi)).mean() >= share:
             return round(float(lo), 3), round(float(hi), 3)
     return 0.0, 1.0
 

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from realtime.classifier import APPARENT_AGE, P_FEMALE
 from realtime.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,12 @@ def build_model(weights: str = "none", input_size: int | None = None, head_units
 
 def has_age_head(model: keras.Model) -> bool:
     return any(layer.name == "age_unit" for layer in model.layers)
+
+
+def named_outputs(model: keras.Model) -> dict[str, str] | None:
+    """The metadata's ``outputs`` (meaning -> output name) of the model's int8 export: None for a
+    gender-only model (its single output is p_female)."""
+    return {P_FEMALE: "p_female", APPARENT_AGE: "age"} if has_age_head(model) else None
 
 
 def _vgg16(weights: str | None, shape: tuple) -> keras.Model:
