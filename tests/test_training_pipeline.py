@@ -224,3 +224,27 @@ def test_compare_on_val_scores_and_times_each_model(exported: Path, age_export: 
     assert len(first["sha256"]) == 64 and first["sha256"] != second["sha256"]
     assert result["best"] == max(result["models"], key=lambda r: r["score"])["model"]
     assert 0.0 <= first["val"]["accuracy"] <= 1.0 and 0.0 <= second["val_masked"]["balanced_accuracy"] <= 1.0
+
+
+def test_swa_keeps_the_mean_of_every_epoch_across_resume(runs: dict, cache: Path, work: Path) -> None:
+    """--swa: swa.keras is the mean of the epochs' weights (also after --resume), validated per epoch."""
+    import numpy as np
+    from keras.models import load_model
+
+    run = work / "swa_run"
+    args = ("--data", str(cache), "--run", str(run), "--weights", str(runs["run"] / "last.keras"),
+            "--frozen-epochs", "0", "--lr-schedule", "constant", "--swa", *TRAIN_ARGS)
+    check(run_training("train", *args, "--schedule", "32:1"))
+    first = [w.copy() for w in load_model(run / "last.keras").get_weights()]
+    assert all(np.array_equal(a, b) for a, b in zip(first, load_model(run / "swa.keras").get_weights(), strict=True))
+    check(run_training("train", *args, "--schedule", "32:2", "--resume"))
+    second = load_model(run / "last.keras").get_weights()
+    mean = load_model(run / "swa.keras").get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))  # it trained
+    for a, b, m in zip(first, second, mean, strict=True):
+        np.testing.assert_allclose(m, (a.astype(np.float64) + b) / 2, rtol=1e-5, atol=1e-6)
+    rows = history(run)
+    assert [r["lr"] for r in rows] == [rows[0]["lr"]] * 2  # constant rate
+    assert all(r["swa_val_acc"] not in ("", None) for r in rows)
+    assert state(run)["swa_epochs"] == 2
+    assert state(run)["best_kind"] in ("epoch", "swa")

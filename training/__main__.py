@@ -88,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         min_age=args.min_age, mask_prob=args.mask_prob, mask_templates=args.mask_templates,
         seed=args.seed, max_steps=args.max_steps, val_limit=args.val_limit, face_region=args.face_region,
         age_head=args.age_head, age_weight=args.age_weight, child_gender_weight=args.child_gender_weight,
-        lr_schedule=args.lr_schedule, patience=args.patience,
+        lr_schedule=args.lr_schedule, patience=args.patience, swa=args.swa,
     )
     state = train(cfg, resume=args.resume, force=args.force)
     log.info("training done: best val score %.4f at epoch %s", state["best_val_acc"], state["best_epoch"])
@@ -199,9 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the age loss (Huber, years) against the gender loss (default 0.03)")
     p.add_argument("--child-gender-weight", type=non_negative_float, default=0.3,
                    help="gender loss weight of faces under --min-age with the age head (default 0.3)")
-    p.add_argument("--lr-schedule", choices=("cosine", "plateau"), default="cosine",
-                   help="cosine decay over the schedule, or plateau: halve the rate after every 2 "
-                        "epochs without a better validation score (default cosine)")
+    p.add_argument("--lr-schedule", choices=("cosine", "plateau", "constant"), default="cosine",
+                   help="cosine decay over the schedule, plateau: halve the rate after every 2 "
+                        "epochs without a better validation score, or constant (default cosine)")
+    p.add_argument("--swa", action="store_true",
+                   help="stochastic weight averaging: also validate the mean of every epoch's weights "
+                        "(RUN/swa.keras); it becomes best.keras when it scores best")
     p.add_argument("--patience", type=non_negative_int, default=0,
                    help="stop when validation has not improved for this many epochs (default 0: never)")
     p.add_argument("--mask-prob", type=unit_float, default=0.4, help="share of training crops masked (default 0.4)")

@@ -47,7 +47,8 @@ class TrainConfig:
     age_head: bool = False
     age_weight: float = 0.03  # loss weight of the age Huber loss (years) against gender BCE
     child_gender_weight: float = 0.3  # gender loss weight of faces under min_age (age head runs)
-    lr_schedule: str = "cosine"  # cosine over the schedule, or plateau: halve lr after 2 flat epochs
+    lr_schedule: str = "cosine"  # cosine over the schedule, plateau (halve lr after 2 flat epochs) or constant
+    swa: bool = False  # average the weights of every epoch (stochastic weight averaging), validated per epoch
     patience: int = 0  # >0: stop when the validation score has not improved for this many epochs
     mask_prob: float = 0.4
     mask_templates: str | None = None
@@ -266,9 +267,11 @@ class Trainer:
     # -- schedule -------------------------------------------------------------------------
     def lr_at(self, epoch: int) -> float:
         """Cosine decay over the whole schedule, per epoch (so resume picks the same value); with
-        the plateau schedule, the current rate from the state."""
+        the plateau schedule, the current rate from the state; constant: always ``lr``."""
         if self.cfg.lr_schedule == "plateau":
             return float(self.state.get("lr", self.cfg.lr))
+        if self.cfg.lr_schedule == "constant":
+            return self.cfg.lr
         t = epoch / max(1, self.total_epochs - 1)
         floor = self.cfg.lr * self.cfg.min_lr_ratio
         return floor + 0.5 * (self.cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
@@ -283,12 +286,14 @@ class Trainer:
         if resume and last.is_file():
             model = keras.models.load_model(last)
             resumed_after = self.state["epochs_done"]
+            if self.cfg.swa and (self.run / "swa.keras").is_file():
+                self.swa_avg = keras.models.load_model(self.run / "swa.keras").get_weights()
             log.info("resumed %s after %d epochs", last, self.state["epochs_done"])
         else:
             if resume:
                 log.warning("no checkpoint in %s; starting a new run", self.run)
             self.state = self._new_state()
-            for name in ("history.csv", "curves.png", "best.keras", "last.keras"):
+            for name in ("history.csv", "curves.png", "best.keras", "last.keras", "swa.keras"):
                 (self.run / name).unlink(missing_ok=True)
             model = build_model(self.weights, age_head=self.cfg.age_head)
             self._compile(model, self.lr_at(0), trainable_base=not self.pretrained())
@@ -397,16 +402,20 @@ class Trainer:
                "loss": logs.get("loss"), "acc": logs.get("acc", logs.get("p_female_acc")), **metrics,
                "seconds": round(time.time() - self.epoch_started, 1), "resumed": int(resumed)}
         self.state.pop("partial", None)
-        _append_csv(self.run / "history.csv", row)
         score = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2
-        model.save(self.run / "last.partial.keras")
-        (self.run / "last.partial.keras").replace(self.run / "last.keras")
-        if score > self.state["best_val_acc"]:
+        _save_atomic(model, self.run / "last.keras")
+        improved = score > self.state["best_val_acc"]
+        if improved:
             self.state["best_val_acc"], self.state["best_epoch"] = score, epoch + 1
-            self.state["best_size"] = size
+            self.state["best_size"], self.state["best_kind"] = size, "epoch"
+            _save_atomic(model, self.run / "best.keras")
+        if self.cfg.swa:
+            swa_metrics, swa_best = self._average_weights(model, epoch, size)
+            row.update({f"swa_{k}": v for k, v in swa_metrics.items()})
+            improved = improved or swa_best
+        _append_csv(self.run / "history.csv", row)
+        if improved:
             self.state["flat_epochs"] = 0
-            model.save(self.run / "best.partial.keras")
-            (self.run / "best.partial.keras").replace(self.run / "best.keras")
         else:
             self.state["flat_epochs"] = self.state.get("flat_epochs", 0) + 1
             if self.cfg.lr_schedule == "plateau" and self.state["flat_epochs"] % 2 == 0:
@@ -421,6 +430,40 @@ class Trainer:
         plot_history(self.run / "history.csv", self.run / "curves.png")
         log.info("epoch %d/%d at %d px: %s", epoch + 1, self.total_epochs, size,
                  ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
+
+
+    def _average_weights(self, model: keras.Model, epoch: int, size: int) -> tuple[dict[str, float], bool]:
+        """Stochastic weight averaging: fold this epoch's weights into the running mean of the run's
+        epochs (swa.keras), validate the mean, and keep it as best.keras when it scores best (returns
+        its validation metrics and whether it did). VGG16 has no batch normalisation, so the mean
+        needs no statistics update."""
+        current = model.get_weights()
+        n = int(self.state.get("swa_epochs", 0))
+        avg = getattr(self, "swa_avg", None)
+        if avg is None or n == 0:
+            avg = [w.copy() for w in current]
+        else:
+            avg = [a + (w - a) / (n + 1) for a, w in zip(avg, current, strict=True)]
+        self.swa_avg = avg
+        self.state["swa_epochs"] = n + 1
+        model.set_weights(avg)
+        try:
+            metrics = self.validate(model, size)
+            _save_atomic(model, self.run / "swa.keras")
+            best = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2 > self.state["best_val_acc"]
+            if best:
+                self.state["best_val_acc"] = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2
+                self.state["best_epoch"], self.state["best_size"], self.state["best_kind"] = epoch + 1, size, "swa"
+                _save_atomic(model, self.run / "best.keras")
+        finally:
+            model.set_weights(current)
+        return metrics, best
+
+
+def _save_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".partial.keras")
+    model.save(tmp)
+    tmp.replace(path)
 
 
 def _append_csv(path: Path, row: dict) -> None:
