@@ -410,7 +410,7 @@ class Trainer:
             self.state["best_size"], self.state["best_kind"] = size, "epoch"
             _save_atomic(model, self.run / "best.keras")
         if self.cfg.swa:
-            swa_metrics, swa_best = self._average_weights(model, epoch, size)
+            swa_metrics, swa_best = self._average_weights(model, epoch, size, metrics)
             row.update({f"swa_{k}": v for k, v in swa_metrics.items()})
             improved = improved or swa_best
         _append_csv(self.run / "history.csv", row)
@@ -432,20 +432,22 @@ class Trainer:
                  ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
 
 
-    def _average_weights(self, model: keras.Model, epoch: int, size: int) -> tuple[dict[str, float], bool]:
+    def _average_weights(self, model: keras.Model, epoch: int, size: int,
+                         metrics: dict[str, float]) -> tuple[dict[str, float], bool]:
         """Stochastic weight averaging: fold this epoch's weights into the running mean of the run's
         epochs (swa.keras), validate the mean, and keep it as best.keras when it scores best (returns
         its validation metrics and whether it did). VGG16 has no batch normalisation, so the mean
-        needs no statistics update."""
+        needs no statistics update. ``metrics`` are this epoch's own: the mean of one epoch is it."""
         current = model.get_weights()
-        n = int(self.state.get("swa_epochs", 0))
         avg = getattr(self, "swa_avg", None)
-        if avg is None or n == 0:
-            avg = [w.copy() for w in current]
-        else:
-            avg = [a + (w - a) / (n + 1) for a, w in zip(avg, current, strict=True)]
-        self.swa_avg = avg
+        n = int(self.state.get("swa_epochs", 0)) if avg is not None else 0  # no swa.keras: start the mean here
         self.state["swa_epochs"] = n + 1
+        if n == 0:
+            self.swa_avg = [w.copy() for w in current]
+            _save_atomic(model, self.run / "swa.keras")
+            return metrics, False
+        avg = [a + (w - a) / (n + 1) for a, w in zip(avg, current, strict=True)]
+        self.swa_avg = avg
         model.set_weights(avg)
         try:
             metrics = self.validate(model, size)
