@@ -147,15 +147,19 @@ def ship_decision(meta: dict[str, Any]) -> list[str]:
     if not path.is_file():
         return []
     r = json.loads(path.read_text())
-    rows = {Path(m["model"]).name: m for m in r["models"]}
-    new = rows.get(meta["model"])
-    old = next((m for name, m in rows.items() if name != meta["model"]), None)
-    if new is None or old is None or "ms_per_face" not in new:
+    models = r["models"]
+    at = next((k for k, m in enumerate(models) if Path(m["model"]).name == meta["model"]), None)
+    if not at or "ms_per_face" not in models[at]:  # absent, or listed first: nothing it was chosen over
         return []
+    new, old, first = models[at], models[at - 1], models[0]
+    also = ""
+    if at > 1:  # the first model is the reference of the speed target (model v1)
+        also = (f"; {new['ms_per_face'] / first['ms_per_face']:.2f}x the time of `{first['model']}` "
+                f"({first['ms_per_face']:.2f} ms), score {first['score']:.4f}")
     return ["", f"Chosen over the previous model (`{old['model']}`, SHA-256 {old['sha256'][:12]}…) "
             f"on the validation split only: score {new['score']:.4f} vs {old['score']:.4f} (mean of plain and "
             f"masked balanced accuracy); {new['ms_per_face']:.2f} vs {old['ms_per_face']:.2f} ms per face "
-            f"({new['ms_per_face'] / old['ms_per_face']:.2f}x, batch 1, flip averaging included, on "
+            f"({new['ms_per_face'] / old['ms_per_face']:.2f}x{also}; batch 1, flip averaging included, on "
             f"{machine(r)}; `python scripts/compare_on_val.py`, "
             "[measurements/ship_decision.json](docs/measurements/ship_decision.json))."]
 
