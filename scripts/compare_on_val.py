@@ -8,10 +8,13 @@
 Each model runs through the runtime's own classifier with its own metadata (input size, face
 region, flip averaging, calibration, threshold), on the adults of the validation split (age >=
 ``--min-age``), once plain and once with the exporter's fixed synthetic mask per face. The score is
-the mean of the two balanced accuracies, the same score training selects epochs by. Each model is
-also timed per face (batch 1, mean over ``--timed-faces`` validation faces, its own flip averaging
-included) and compared with the first model's time. The JSON names the CPU, each model's file and
-SHA-256, and the winner.
+the mean of the two balanced accuracies, the same score training selects epochs by. Each model
+after the first is compared with the one listed before it on the same faces (a paired bootstrap:
+the score gain with its 95 % interval): a gain whose interval holds 0 is noise, not a better model.
+Each model is also timed per face (batch 1, mean over ``--timed-faces`` validation faces, its own
+flip averaging included; the models take turns over ``--timing-rounds`` rounds and each keeps its
+median, so no model pays for being timed first) and compared with the first model's time. The JSON
+names the CPU, each model's file and SHA-256, and the best score.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.classifier import GenderClassifier
+from realtime.classifier import GenderClassifier, ModelInfo
 from realtime.cli import report_user_error, setup_logging
 from realtime.errors import UserError
 from realtime.files import open_output
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-age", type=int, default=13, help="adults from this age (default 13)")
     p.add_argument("--threads", type=int, default=2, help="classifier threads (default 2)")
     p.add_argument("--timed-faces", type=int, default=200, help="faces timed per model (default 200)")
+    p.add_argument("--timing-rounds", type=int, default=5,
+                   help="rounds of timing, the models taking turns; each keeps its median (default 5)")
     p.add_argument("--json", type=Path, help="write the comparison here")
     args = p.parse_args(argv)
     setup_logging(False)
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.data import load_cache
         from training.export import ms_per_face, predict_int8
         from training.masks import load_templates, resolve_templates
-        from training.metrics import metrics
+        from training.metrics import metrics, paired_gain
         from training.train import eval_arrays
 
         cache = load_cache(args.data)
@@ -59,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         val = cache.indices("val", min_age=args.min_age)
         y = cache.labels()[val]
         rows: list[dict] = []
+        correct: list[list[np.ndarray]] = []
+        timed: list[tuple[Path, ModelInfo, np.ndarray]] = []
         pick = np.random.default_rng(1).choice(len(val), size=min(args.timed_faces, len(val)), replace=False)
         for path in args.model:
             clf = GenderClassifier(path, num_threads=args.threads)
@@ -66,20 +73,34 @@ def main(argv: list[str] | None = None) -> int:
             row: dict = {"model": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                          "input_size": info.input_size, "threshold": info.threshold,
                          "flip_average": info.flip_average}
+            correct.append([])
             for tag, masked in (("val", False), ("val_masked", True)):
                 x = eval_arrays(cache, val, info.input_size, masked=masked, templates=templates,
                                 region=info.face_region)
                 if not masked:
-                    row["ms_per_face"] = round(ms_per_face(path, info, args.threads, x[pick].astype(np.uint8)), 3)
-                    row["ms_vs_first"] = round(row["ms_per_face"] / rows[0]["ms_per_face"], 3) if rows else 1.0
-                m = metrics(y, predict_int8(path, info, x, args.threads), info.threshold)
+                    timed.append((path, info, x[pick].astype(np.uint8)))
+                p_female = predict_int8(path, info, x, args.threads)
+                correct[-1].append((p_female >= info.threshold) == (y == 1))
+                m = metrics(y, p_female, info.threshold)
                 row[tag] = {k: round(float(m[k]), 4) for k in ("accuracy", "balanced_accuracy", "recall_female",
                                                                 "recall_male")}
             row["score"] = round((row["val"]["balanced_accuracy"] + row["val_masked"]["balanced_accuracy"]) / 2, 4)
-            log.info("%s: val %.4f, masked %.4f, score %.4f, %.2f ms per face (%.2fx the first)", path,
-                     row["val"]["accuracy"], row["val_masked"]["accuracy"], row["score"], row["ms_per_face"],
-                     row["ms_vs_first"])
+            if rows:
+                row["vs_previous"] = {"model": rows[-1]["model"], **paired_gain(y, correct[-1], correct[-2])}
             rows.append(row)
+        times: list[list[float]] = [[] for _ in timed]
+        for _ in range(max(1, args.timing_rounds)):
+            for k, (path, info, crops) in enumerate(timed):
+                times[k].append(ms_per_face(path, info, args.threads, crops))
+        for row, ms in zip(rows, times, strict=True):
+            row["ms_per_face"] = round(float(np.median(ms)), 3)
+            row["ms_per_face_rounds"] = [round(t, 3) for t in ms]
+            row["ms_vs_first"] = round(row["ms_per_face"] / rows[0]["ms_per_face"], 3)
+            gain = row.get("vs_previous")
+            log.info("%s: val %.4f, masked %.4f, score %.4f%s, %.2f ms per face (%.2fx the first)", row["model"],
+                     row["val"]["accuracy"], row["val_masked"]["accuracy"], row["score"],
+                     f" ({gain['gain']:+.4f} vs the previous, 95 % interval {gain['ci95']})" if gain else "",
+                     row["ms_per_face"], row["ms_vs_first"])
         best = max(rows, key=lambda r: r["score"])
         result = {"cpu": cpu_info(), "data": str(args.data), "split": f"val, ages >= {args.min_age}",
                   "n": int(len(val)), "models": rows, "best": best["model"]}

@@ -21,7 +21,7 @@ import keras
 from training import export as export_mod
 from training.__main__ import main
 from training.export import ParityError, export
-from training.metrics import choose_threshold, metrics
+from training.metrics import choose_threshold, metrics, paired_gain
 
 METADATA_KEYS = {"input_size", "colour_order", "crop_margin", "labels", "threshold", "uncertain_band",
                  "split_sizes", "metrics", "training_commit"}
@@ -67,6 +67,28 @@ def test_metrics_values() -> None:
     assert m["recall_male"] == 1.0
     assert m["balanced_accuracy"] == pytest.approx(5 / 6)
     assert m["uncertain"] == pytest.approx(0.4)
+
+
+def test_paired_gain_separates_a_real_gain_from_noise() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 2000)
+    old = [rng.random(2000) < 0.90, rng.random(2000) < 0.85]
+    # better on 200 of the faces the old model gets wrong, the same elsewhere
+    better = [c.copy() for c in old]
+    for c in better:
+        c[np.flatnonzero(~c)[:100]] = True
+    real = paired_gain(y, better, old, rounds=500)
+    assert real["gain"] > 0 and real["ci95"][0] > 0 and real["p_not_better"] == 0.0
+    # a model that differs by swapping a few faces right for wrong is noise: the interval holds 0
+    swapped = [c.copy() for c in old]
+    for c in swapped:
+        c[np.flatnonzero(~c)[:5]] = True
+        c[np.flatnonzero(c)[:5]] = False
+    noise = paired_gain(y, swapped, old, rounds=500)
+    assert noise["ci95"][0] < 0 < noise["ci95"][1]
+    assert abs(noise["gain"]) < 0.01
+    same = paired_gain(y, old, old, rounds=50)
+    assert same["gain"] == 0 and same["ci95"] == [0.0, 0.0] and same["p_not_better"] == 1.0
 
 
 # -- parity check ----------------------------------------------------------------------------------

@@ -215,7 +215,8 @@ def test_compare_on_val_scores_and_times_each_model(exported: Path, age_export: 
     out = work / "compare" / "decision.json"
     out.parent.mkdir()
     assert mod.main(["--data", str(cache), "--model", str(exported), "--model", str(age_export),
-                     "--mask-templates", "none", "--timed-faces", "4", "--json", str(out)]) == 0
+                     "--mask-templates", "none", "--timed-faces", "4", "--timing-rounds", "3",
+                     "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     first, second = result["models"]
     assert [first["model"], second["model"]] == [str(exported), str(age_export)]
@@ -224,6 +225,14 @@ def test_compare_on_val_scores_and_times_each_model(exported: Path, age_export: 
     assert len(first["sha256"]) == 64 and first["sha256"] != second["sha256"]
     assert result["best"] == max(result["models"], key=lambda r: r["score"])["model"]
     assert 0.0 <= first["val"]["accuracy"] <= 1.0 and 0.0 <= second["val_masked"]["balanced_accuracy"] <= 1.0
+    # timed in turns: each model's figure is the median of its rounds
+    assert len(second["ms_per_face_rounds"]) == 3
+    assert second["ms_per_face"] == pytest.approx(sorted(second["ms_per_face_rounds"])[1], abs=1e-3)
+    # the second is compared with the first on the same faces: the gain is the score difference
+    gain = second["vs_previous"]
+    assert "vs_previous" not in first and gain["model"] == first["model"]
+    assert gain["gain"] == pytest.approx(second["score"] - first["score"], abs=2e-4)
+    assert gain["ci95"][0] <= gain["ci95"][1]
 
 
 def test_swa_keeps_the_mean_of_every_epoch_across_resume(runs: dict, cache: Path, work: Path) -> None:

@@ -48,6 +48,34 @@ def metrics(y: np.ndarray, p: np.ndarray, threshold: float, band: tuple[float, f
     return out
 
 
+def paired_gain(y: np.ndarray, correct_new: Sequence[np.ndarray], correct_old: Sequence[np.ndarray],
+                rounds: int = 2000, seed: int = 0) -> dict:
+    """How much better one model is than another on the same faces, with a paired bootstrap.
+
+    ``correct_*`` hold one boolean array per condition (e.g. plain and masked), True where the model
+    labels ``y`` right; the score is the mean over conditions of the balanced accuracy. Each of
+    ``rounds`` resamples draws the faces once and scores both models on them, so the interval holds
+    the noise of which faces happen to be in the split, not each model's separately.
+    """
+    female = np.asarray(y) == 1
+    idx = np.random.default_rng(seed).integers(0, len(female), size=(rounds, len(female)))
+    fem = female[idx]
+    n_f, n_m = np.maximum(fem.sum(1), 1), np.maximum((~fem).sum(1), 1)
+
+    def score(correct: Sequence[np.ndarray]) -> np.ndarray:
+        per = [((c[idx] & fem).sum(1) / n_f + (c[idx] & ~fem).sum(1) / n_m) / 2 for c in correct]
+        return np.mean(per, axis=0)
+
+    def point(correct: Sequence[np.ndarray]) -> float:
+        return float(np.mean([(c[female].mean() + c[~female].mean()) / 2 for c in correct]))
+
+    diff = score(correct_new) - score(correct_old)
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return {"gain": round(point(correct_new) - point(correct_old), 4),
+            "ci95": [round(float(lo), 4), round(float(hi), 4)],
+            "p_not_better": round(float((diff <= 0).mean()), 4), "rounds": rounds}
+
+
 def group_table(rows: Sequence[dict], p: np.ndarray, threshold: float, positive: str = "female") -> list[dict]:
     """Accuracy per gender x age band x race; ``rows[i]`` (gender, age, race) goes with ``p[i]``."""
     cells: dict[tuple[str, str, str], list[bool]] = defaultdict(list)
