@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timing-rounds", type=int, default=5,
                    help="rounds of timing, the models taking turns; each keeps its median (default 5)")
     p.add_argument("--json", type=Path, help="write the comparison here")
+    p.add_argument("--title", default="", help="what the comparison is about (stored in the JSON)")
+    p.add_argument("--note", default="", help="how the candidates were made and what was decided (stored in the JSON)")
     args = p.parse_args(argv)
     setup_logging(False)
     try:
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                      row["ms_per_face"], row["ms_vs_first"])
         best = max(rows, key=lambda r: r["score"])
         result = {"cpu": cpu_info(), "data": str(args.data), "split": f"val, ages >= {args.min_age}",
-                  "n": int(len(val)), "models": rows, "best": best["model"]}
+                  "n": int(len(val)), "models": rows, "best": best["model"],
+                  **({"title": args.title} if args.title else {}), **({"note": args.note} if args.note else {})}
         log.info("best on validation: %s", best["model"])
         if args.json:
             with open_output(args.json, "w") as f:

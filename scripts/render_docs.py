@@ -3,8 +3,9 @@
 
 The shipped model card (``models/MODEL_CARD.md``) is generated whole by ``training.card`` from the
 model's metadata (``models/gender_vgg16_int8.json``, written by ``training export``, with its
-training curve) and, when committed, ``docs/measurements/size_tradeoff.json`` and
-``face_region.json``. Every other document holds generated blocks between two markers::
+training curve) and, when committed, ``docs/measurements/size_tradeoff.json``,
+``face_region.json`` and ``trial_*.json`` (candidates not shipped). Every other document holds
+generated blocks between two markers::
 
     <!-- measured:NAME -->
     ...generated, do not edit...
@@ -156,9 +157,12 @@ def ship_decision(meta: dict[str, Any]) -> list[str]:
     if at > 1:  # the first model is the reference of the speed target (model v1)
         also = (f"; {new['ms_per_face'] / first['ms_per_face']:.2f}x the time of `{first['model']}` "
                 f"({first['ms_per_face']:.2f} ms), score {first['score']:.4f}")
+    g = new.get("vs_previous")
+    gain = (f", a gain of {g['gain'] * 100:+.2f} points, paired-bootstrap 95 % interval {g['ci95'][0] * 100:+.2f} "
+            f"to {g['ci95'][1] * 100:+.2f}" if g else "")
     return ["", f"Chosen over the previous model (`{old['model']}`, SHA-256 {old['sha256'][:12]}…) "
             f"on the validation split only: score {new['score']:.4f} vs {old['score']:.4f} (mean of plain and "
-            f"masked balanced accuracy); {new['ms_per_face']:.2f} vs {old['ms_per_face']:.2f} ms per face "
+            f"masked balanced accuracy{gain}); {new['ms_per_face']:.2f} vs {old['ms_per_face']:.2f} ms per face "
             f"({new['ms_per_face'] / old['ms_per_face']:.2f}x{also}; batch 1, flip averaging included, on "
             f"{machine(r)}; `python scripts/compare_on_val.py`, "
             "[measurements/ship_decision.json](docs/measurements/ship_decision.json))."]
@@ -364,8 +368,9 @@ def model_card() -> str:
     def optional(name: str) -> dict[str, Any] | None:
         return load(name) if (MEASURED / name).is_file() else None
 
+    trials = [json.loads(path.read_text()) for path in sorted(MEASURED.glob("trial_*.json"))]
     return render_card(meta, optional("size_tradeoff.json"), optional("face_region.json"),
-                       meta.get("training_curve") or [], meta.get("reproduce", ""))
+                       meta.get("training_curve") or [], meta.get("reproduce", ""), trials)
 
 
 def render(text: str, path: Path) -> str:

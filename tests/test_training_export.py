@@ -225,3 +225,22 @@ def test_model_card_states_the_flip_band_and_its_cost() -> None:
     assert "for every face" in every
     (old,) = flip_lines(base)  # metadata written before the flip band: still rendered
     assert "3.50 vs 3.00 ms per face" in old
+
+
+def test_model_card_lists_a_candidate_that_was_not_shipped() -> None:
+    from training.card import trial_sections
+
+    def row(model: str, plain: float, masked: float, ms: float, gain: dict | None = None) -> dict:
+        out = {"model": model, "val": {"balanced_accuracy": plain}, "val_masked": {"balanced_accuracy": masked},
+               "score": (plain + masked) / 2, "ms_per_face": ms}
+        return {**out, "vs_previous": gain} if gain else out
+
+    trial = {"title": "weight averaging", "note": "Within noise: kept the old one.", "cpu": "a CPU",
+             "split": "val, ages >= 13", "n": 2010,
+             "models": [row("old.tflite", 0.96, 0.935, 1.2),
+                        row("new.tflite", 0.961, 0.935, 1.1, {"gain": 0.0002, "ci95": [-0.0031, 0.0036]})]}
+    text = "\n".join(trial_sections([trial]))
+    assert "## Tried, not shipped: weight averaging" in text and "Within noise: kept the old one." in text
+    assert "2010 faces" in text and "| `old.tflite` | 96.0 % | 93.5 % | 0.9475 | - | 1.20 |" in text
+    assert "+0.02 (-0.31 to +0.36) points" in text
+    assert trial_sections([]) == []

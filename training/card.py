@@ -178,9 +178,31 @@ def flip_lines(choices: dict) -> list[str]:
             "once, not every frame."]
 
 
+def trial_sections(trials: list[dict]) -> list[str]:
+    """Candidates scored against the shipped model on validation and not shipped, and why."""
+    lines: list[str] = []
+    for t in trials:
+        lines += ["", f"## Tried, not shipped: {t.get('title', 'a candidate model')}", "", t.get("note", ""), "",
+                  f"`scripts/compare_on_val.py` on {t['cpu']}, the {t['split']} split ({t['n']} faces), int8, "
+                  "each model with its own metadata (threshold, calibration, flip averaging). Score: mean of the "
+                  "plain and masked balanced accuracy; gain: against the row above on the same faces, with a "
+                  "paired-bootstrap 95 % interval.", "",
+                  "| model | val | val, masked | score | gain (95 % interval) | ms / face |",
+                  "|---|---|---|---|---|---|"]
+        for r in t["models"]:
+            g = r.get("vs_previous")
+            gain = (f"{g['gain'] * 100:+.2f} ({g['ci95'][0] * 100:+.2f} to {g['ci95'][1] * 100:+.2f}) points"
+                    if g else "-")
+            lines.append(f"| `{r['model']}` | {pct(r['val']['balanced_accuracy'])} "
+                         f"| {pct(r['val_masked']['balanced_accuracy'])} | {r['score']:.4f} | {gain} "
+                         f"| {r['ms_per_face']:.2f} |")
+    return lines
+
+
 def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list[dict[str, str]],
-           reproduce: str) -> str:
-    """The card's Markdown; ``history`` holds the training curve's rows (history.csv as dicts)."""
+           reproduce: str, trials: list[dict] | None = None) -> str:
+    """The card's Markdown; ``history`` holds the training curve's rows (history.csv as dicts);
+    ``trials``: ``scripts/compare_on_val.py`` reports of candidates that were not shipped."""
     m = meta["metrics"]
     test, masked = m["test"], m["test_masked"]
     child_key = next((k for k in m if k.startswith("test_children_under_")), None)
@@ -301,6 +323,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
                       f"with masks, {d_plain:+.1f} points without. The shipped model uses face region "
                       f"`{meta.get('face_region', 'full')}` (`face_region` in the metadata; the runtime applies "
                       "whichever the model was trained with)."]
+    lines += trial_sections(trials or [])
     if history:
         lines += ["", "## Training curve", "", "Per epoch (validation = ages ≥ 13, threshold 0.5; training "
                   "accuracy is on augmented crops):", "",
