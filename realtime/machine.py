@@ -37,3 +37,9 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"name": name, "cores": cores, "machine": platform.machine(),
             "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def describe_cpu(cpu: dict[str, Any]) -> str:
+    """``cpu_info()``'s record in words, as the docs name a machine."""
+    flags = ", ".join(cpu.get("flags", [])) or "no SIMD flags found"
+    return f"{cpu.get('name', 'unknown CPU')}, {cpu.get('cores', '?')} cores ({flags})"

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from realtime.machine import describe_cpu  # noqa: E402  (after the repo is on the path)
+
 MEASURED = REPO_ROOT / "docs" / "measurements"
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 MODEL_CARD = REPO_ROOT / "models" / "MODEL_CARD.md"
@@ -39,9 +42,7 @@ def load(name: str) -> dict[str, Any]:
 
 
 def machine(report: dict[str, Any]) -> str:
-    cpu = report.get("cpu", {})
-    flags = ", ".join(cpu.get("flags", [])) or "no SIMD flags found"
-    return f"{cpu.get('name', 'unknown CPU')}, {cpu.get('cores', '?')} cores ({flags})"
+    return describe_cpu(report.get("cpu", {}))
 
 
 def model_name(report: dict[str, Any]) -> str:
@@ -360,7 +361,6 @@ RENDERERS: dict[str, Callable[[], str]] = {
 
 def model_card() -> str:
     """The shipped model's card, from committed measurements only."""
-    sys.path.insert(0, str(REPO_ROOT))
     from training.card import render as render_card
 
     meta = json.loads(SHIPPED_META.read_text())

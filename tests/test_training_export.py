@@ -235,12 +235,14 @@ def test_model_card_lists_a_candidate_that_was_not_shipped() -> None:
                "score": (plain + masked) / 2, "ms_per_face": ms}
         return {**out, "vs_previous": gain} if gain else out
 
-    trial = {"title": "weight averaging", "note": "Within noise: kept the old one.", "cpu": "a CPU",
+    trial = {"title": "weight averaging", "note": "Within noise: kept the old one.",
+             "cpu": {"name": "a CPU", "cores": 2, "flags": ["avx2"]},
              "split": "val, ages >= 13", "n": 2010,
              "models": [row("old.tflite", 0.96, 0.935, 1.2),
                         row("new.tflite", 0.961, 0.935, 1.1, {"gain": 0.0002, "ci95": [-0.0031, 0.0036]})]}
     text = "\n".join(trial_sections([trial]))
     assert "## Tried, not shipped: weight averaging" in text and "Within noise: kept the old one." in text
-    assert "2010 faces" in text and "| `old.tflite` | 96.0 % | 93.5 % | 0.9475 | - | 1.20 |" in text
+    assert "on a CPU, 2 cores (avx2)" in text and "2010 faces" in text
+    assert "| `old.tflite` | 96.0 % | 93.5 % | 0.9475 | - | 1.20 |" in text
     assert "+0.02 (-0.31 to +0.36) points" in text
     assert trial_sections([]) == []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from realtime.errors import UserError
 from realtime.files import check_writable, write_text_atomic
+from realtime.machine import describe_cpu
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 
@@ -183,10 +184,10 @@ def trial_sections(trials: list[dict]) -> list[str]:
     lines: list[str] = []
     for t in trials:
         lines += ["", f"## Tried, not shipped: {t.get('title', 'a candidate model')}", "", t.get("note", ""), "",
-                  f"`scripts/compare_on_val.py` on {t['cpu']}, the {t['split']} split ({t['n']} faces), int8, "
-                  "each model with its own metadata (threshold, calibration, flip averaging). Score: mean of the "
-                  "plain and masked balanced accuracy; gain: against the row above on the same faces, with a "
-                  "paired-bootstrap 95 % interval.", "",
+                  f"`scripts/compare_on_val.py` on {describe_cpu(t['cpu'])}, the {t['split']} split ({t['n']} "
+                  "faces), int8, each model with its own metadata (threshold, calibration, flip averaging). "
+                  "Score: mean of the plain and masked balanced accuracy; gain: against the row above on the same "
+                  "faces, with a paired-bootstrap 95 % interval.", "",
                   "| model | val | val, masked | score | gain (95 % interval) | ms / face |",
                   "|---|---|---|---|---|---|"]
         for r in t["models"]:
