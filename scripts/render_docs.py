@@ -187,14 +187,19 @@ def web_load() -> str:
     before = load("web_load_before.json") if (MEASURED / "web_load_before.json").is_file() else None
     m = after["mixed"]
     loads = f"{after['load_average']['before'][0]:.1f}"
+    where = f"on {machine(after)}"
+    caveat = "other jobs shared them, so the seconds are no speed figure; the memory is"
     if before is not None:
         loads = f"{before['load_average']['before'][0]:.1f} (before) and {loads} (now)"
-    lines = [f"`python scripts/web_load.py` on {machine(after)}, model `{after['model']}`: each row is a freshly "
+        if before.get("cpu") != after.get("cpu"):
+            where = f"(before: on {machine(before)}; now: on {machine(after)})"
+            caveat = ("other jobs may have shared them, and before and now ran on different machines, so the "
+                      "seconds are no speed figure; the memory is")
+    lines = [f"`python scripts/web_load.py` {where}, model `{after['model']}`: each row is a freshly "
              f"started server on 127.0.0.1 receiving every request at once; the mixed rows add "
              f"{m['videos']['n']} uploads of `{m['video']['file']}` ({m['video']['frames']} frames). Latency: "
              "an image from request to response, a video from upload to job done. Load average before the "
-             f"run {loads} on {after['cpu']['cores']} cores (other jobs shared them, so the seconds are no "
-             "speed figure; the memory is).", "",
+             f"run {loads} on {after['cpu']['cores']} cores ({caveat}).", "",
              "| scenario | version | images | done / sent | image p50 / p95 s | videos done / sent | "
              "video p50 / p95 s | server RSS MB, idle → peak |",
              "|---|---|---|---|---|---|---|---|"]
