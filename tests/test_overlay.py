@@ -40,7 +40,7 @@ def test_contact_sheet_captions_stay_in_their_tile() -> None:
 
     name = "26_1_2_20170116184253567.jpg.chip.jpg"
     short = fit_text(name, 120, 0.42, 1)
-    assert ".." in short and short.endswith(".jpg") and cv2.getTextSize(short, FONT, 0.42, 2)[0][0] <= 120
+    assert ".." in short and short.endswith(".jpg") and cv2.getTextSize(short, FONT, 0.42, 1)[0][0] + 2 <= 120
     assert fit_text("a.jpg", 120, 0.42, 1) == "a.jpg"
     black = np.zeros((64, 64, 3), np.uint8)
     sheet = contact_sheet([(black, "female", f"female 0.91\n{name}"), (black, "male", "")], tile_px=64, columns=2)
@@ -98,3 +98,19 @@ def test_help_overlay_lists_the_keys() -> None:
     out = draw_status(frame.copy(), LiveStatus(show_help=True))
     centre = out[150:330, 150:490]
     assert (centre != 128).any() and len(HELP_LINES) == 5
+
+
+@pytest.mark.parametrize("thickness", [1, 2])
+def test_text_shadow_sits_under_the_text(thickness: int) -> None:
+    """The shadow is the text shifted by a pixel or two, never a wider, bolder copy sticking out past
+    its end (OpenCV 5 draws a thicker stroke as a wider font)."""
+    import cv2
+
+    from realtime.overlay import FONT, draw_text
+
+    text, scale = "uncertain (child)", 0.5
+    image = np.full((40, 300, 3), 90, np.uint8)
+    draw_text(image, text, (10, 25), scale, thickness)
+    inked = np.flatnonzero((np.abs(image.astype(int) - 90).sum(axis=2) > 30).any(axis=0))
+    (width, _), _ = cv2.getTextSize(text, FONT, scale, thickness)
+    assert inked.size and inked[0] >= 10 - 2 and inked[-1] <= 10 + width + 3

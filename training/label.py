@@ -69,6 +69,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from realtime import overlay
 from realtime.classifier import UNCERTAIN, GenderClassifier, Prediction
 from realtime.cli import positive_int
 from realtime.crop import largest_box
@@ -712,16 +713,8 @@ def _report_unreadable(paths: Sequence[Path]) -> None:
 # -- drawing ----------------------------------------------------------------------------------
 def draw_text(image: np.ndarray, text: str, origin: tuple[int, int], colour: Colour = WHITE,
               scale: float = 0.6) -> None:
-    """Text with a dark shadow, readable on any background (as OpenCV's samples draw_str).
-
-    The shadow is the same text shifted around by a pixel rather than drawn thicker: OpenCV 5
-    renders a thicker stroke as a wider, bolder font, which would not sit under the text.
-    """
-    x, y = origin
-    for dx, dy in ((1, 1), (2, 2), (-1, -1), (1, -1), (-1, 1)):
-        cv2.putText(image, text, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+    """Text with a dark shadow, readable on any background (the runtime overlay's, thin stroke)."""
+    overlay.draw_text(image, text, origin, scale, 1, colour)
 
 
 def display_scale(width: int, height: int) -> float:
