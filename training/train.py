@@ -431,7 +431,6 @@ class Trainer:
         log.info("epoch %d/%d at %d px: %s", epoch + 1, self.total_epochs, size,
                  ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
 
-
     def _average_weights(self, model: keras.Model, epoch: int, size: int,
                          metrics: dict[str, float]) -> tuple[dict[str, float], bool]:
         """Stochastic weight averaging: fold this epoch's weights into the running mean of the run's
