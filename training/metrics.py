@@ -63,7 +63,10 @@ def paired_gain(y: np.ndarray, correct_new: Sequence[np.ndarray], correct_old: S
     n_f, n_m = np.maximum(fem.sum(1), 1), np.maximum((~fem).sum(1), 1)
 
     def score(correct: Sequence[np.ndarray]) -> np.ndarray:
-        per = [((c[idx] & fem).sum(1) / n_f + (c[idx] & ~fem).sum(1) / n_m) / 2 for c in correct]
+        per = []
+        for c in correct:
+            right = c[idx]
+            per.append(((right & fem).sum(1) / n_f + (right & ~fem).sum(1) / n_m) / 2)
         return np.mean(per, axis=0)
 
     def point(correct: Sequence[np.ndarray]) -> float:

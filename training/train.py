@@ -235,6 +235,7 @@ class Trainer:
         self.epoch_started = time.time()
         self.steps_done = 0
         self.current_lr = cfg.lr
+        self.swa_avg: list[np.ndarray] | None = None  # running mean of the epochs' weights (--swa)
         keras.utils.set_random_seed(cfg.seed)
         try:
             import tensorflow as tf
@@ -340,8 +341,7 @@ class Trainer:
         """Keep the finished steps of this epoch in last.keras and say how to go on."""
         steps = self.steps_done
         if steps > 0 and steps < steps_per_epoch:
-            model.save(self.run / "last.partial.keras")
-            (self.run / "last.partial.keras").replace(self.run / "last.keras")
+            _save_atomic(model, self.run / "last.keras")
             self.state["partial"] = {"epoch": epoch, "steps": steps}
             self._save_state()
             kept = (f"{self.state['epochs_done']} epoch(s) and {steps} of {steps_per_epoch} steps of epoch "
@@ -402,13 +402,8 @@ class Trainer:
                "loss": logs.get("loss"), "acc": logs.get("acc", logs.get("p_female_acc")), **metrics,
                "seconds": round(time.time() - self.epoch_started, 1), "resumed": int(resumed)}
         self.state.pop("partial", None)
-        score = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2
         _save_atomic(model, self.run / "last.keras")
-        improved = score > self.state["best_val_acc"]
-        if improved:
-            self.state["best_val_acc"], self.state["best_epoch"] = score, epoch + 1
-            self.state["best_size"], self.state["best_kind"] = size, "epoch"
-            _save_atomic(model, self.run / "best.keras")
+        improved = self._keep_if_best(model, metrics, epoch, size, "epoch")
         if self.cfg.swa:
             swa_metrics, swa_best = self._average_weights(model, epoch, size, metrics)
             row.update({f"swa_{k}": v for k, v in swa_metrics.items()})
@@ -431,6 +426,17 @@ class Trainer:
         log.info("epoch %d/%d at %d px: %s", epoch + 1, self.total_epochs, size,
                  ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
 
+    def _keep_if_best(self, model: keras.Model, metrics: dict[str, float], epoch: int, size: int,
+                      kind: str) -> bool:
+        """Save ``model`` as best.keras when its validation score (mean of the plain and masked
+        balanced accuracy) beats the run's best so far; say whether it did."""
+        score = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2
+        if score <= self.state["best_val_acc"]:
+            return False
+        self.state.update(best_val_acc=score, best_epoch=epoch + 1, best_size=size, best_kind=kind)
+        _save_atomic(model, self.run / "best.keras")
+        return True
+
     def _average_weights(self, model: keras.Model, epoch: int, size: int,
                          metrics: dict[str, float]) -> tuple[dict[str, float], bool]:
         """Stochastic weight averaging: fold this epoch's weights into the running mean of the run's
@@ -438,7 +444,7 @@ class Trainer:
         its validation metrics and whether it did). VGG16 has no batch normalisation, so the mean
         needs no statistics update. ``metrics`` are this epoch's own: the mean of one epoch is it."""
         current = model.get_weights()
-        avg = getattr(self, "swa_avg", None)
+        avg = self.swa_avg
         n = int(self.state.get("swa_epochs", 0)) if avg is not None else 0  # no swa.keras: start the mean here
         self.state["swa_epochs"] = n + 1
         if n == 0:
@@ -451,11 +457,7 @@ class Trainer:
         try:
             metrics = self.validate(model, size)
             _save_atomic(model, self.run / "swa.keras")
-            best = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2 > self.state["best_val_acc"]
-            if best:
-                self.state["best_val_acc"] = (metrics["val_acc"] + metrics["val_masked_acc"]) / 2
-                self.state["best_epoch"], self.state["best_size"], self.state["best_kind"] = epoch + 1, size, "swa"
-                _save_atomic(model, self.run / "best.keras")
+            best = self._keep_if_best(model, metrics, epoch, size, "swa")
         finally:
             model.set_weights(current)
         return metrics, best
