@@ -60,7 +60,7 @@ def runs(cache: Path, work: Path) -> dict:
                            *TRAIN_ARGS)
     check(resumed)
     return {"run": run, "first": first, "second": {"state": state(run), "history": history(run)},
-            "resume_log": resumed.stderr}
+            "resume_log": resumed.stderr, "resume_stdout": resumed.stdout}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,10 @@ def test_resume_continues_from_saved_epoch(runs: dict) -> None:
     assert [r["epoch"] for r in second["history"]] == ["1", "2"]
     assert second["history"][0] == first["history"][0]
     assert "resumed" in runs["resume_log"]
+    # One progress bar per epoch, named after the run's epochs (Keras' own would say "Epoch 2/2" for
+    # every fit of one epoch, e.g. "Epoch 6/6" on epoch 6 of 9); Keras prints nothing itself.
+    assert "epoch 2/2 (32 px)" in runs["resume_log"]
+    assert "Epoch " not in runs["resume_stdout"] + runs["resume_log"]
     assert (runs["run"] / "last.keras").stat().st_mtime_ns > first["mtime"]
 
 
