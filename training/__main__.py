@@ -31,6 +31,7 @@ from realtime.cli import (
     unit_float,
 )
 from realtime.errors import UserError
+from realtime.native import filter_native_stderr, unfilter_native_stderr
 
 from .errors import TrainingInterruptedError
 from .split import FRACTIONS, SEED
@@ -287,6 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         from realtime.crop import DEFAULT_MARGIN
 
         args.margin = DEFAULT_MARGIN
+    # TensorFlow's start-up notes ("oneDNN custom operations are on", "All log messages before
+    # absl::InitializeLog()") and glog lines are dropped from here on, while this is the only thread;
+    # -v (debug) keeps them. Python's own log lines and progress bars are not filtered.
+    filtered = filter_native_stderr()
+    try:
+        return _run(args)
+    finally:
+        if filtered:
+            unfilter_native_stderr()
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The chosen subcommand, its errors as one ``error:`` line."""
     try:
         return args.func(args)
     except UserError as exc:

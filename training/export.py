@@ -12,7 +12,6 @@ import csv
 import datetime as _dt
 import json
 import logging
-import os
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -409,8 +408,3 @@ def _split_sizes(cache: Cache, min_age: int) -> dict:
         sizes[split] = len(cache.indices(split))
         sizes[f"{split}_age_{min_age}_plus"] = len(cache.indices(split, min_age=min_age))
     return sizes
-
-
-
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
