@@ -352,9 +352,9 @@ class Trainer:
                     model.fit(seq, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
                               callbacks=[steps, EpochEnd(self, size, resumed=bool(skip) or epoch == resumed_after)])
                 except KeyboardInterrupt:
-                    steps.close()
                     raise self._interrupted(model, epoch, seq.steps_per_epoch) from None
-                steps.close()
+                finally:
+                    steps.close()
             start = end
         return self.state
 
