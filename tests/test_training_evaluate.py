@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from fixtures import FaceDataset, error_lines, run_training, write_metadata
@@ -138,6 +139,35 @@ def test_report_is_strict_json(colour_model: Path, face_dataset: FaceDataset, tm
     text = report.read_text()
     assert "NaN" not in text
     assert json.loads(text)["accuracy_excluding_uncertain"] is None
+
+
+def test_mistakes_list_and_sheet_find_a_mislabelled_image(colour_model: Path, face_dataset: FaceDataset,
+                                                          tmp_path: Path) -> None:
+    # One grayscale (male) image filed under female/: the colour model answers "male" with full
+    # confidence, so it is the one mistake, listed and shown on the contact sheet.
+    data = tmp_path / "data"
+    shutil.copytree(face_dataset.root, data)
+    gray = sorted((data / "male").glob("*.png"))[0]
+    moved = gray.rename(data / "female" / gray.name)
+    out = tmp_path / "out" / "r.json"
+    proc = run_training("evaluate", "--model", str(colour_model), "--data", str(data), "--report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["mistakes_total"] == 1
+    (mistake,) = report["mistakes"]
+    assert (mistake["file"], mistake["true"], mistake["predicted"]) == (str(moved), "female", "male")
+    assert mistake["p_female"] < report["threshold"] and mistake["face_found"]
+    sheet_path = Path(report["plots"]["mistakes"])
+    assert sheet_path == out.with_name("r_mistakes.jpg") and "1 wrong answer, the most confident first" in proc.stderr
+    sheet = cv2.imread(str(sheet_path))
+    assert sheet is not None and sheet.shape[:2] == (128 + 36, 128)  # one tile and its caption
+    # Filed back where it belongs, nothing is wrong: no sheet, and the earlier one is removed.
+    moved.rename(gray)
+    proc = run_training("evaluate", "--model", str(colour_model), "--data", str(data), "--report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["mistakes_total"] == 0 and report["mistakes"] == [] and "mistakes" not in report["plots"]
+    assert not sheet_path.exists()
 
 
 # -- unusable input: exit 2 with one `error:` line ----------------------------------------------

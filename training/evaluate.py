@@ -13,8 +13,10 @@ threshold), accuracy_excluding_uncertain, balanced_accuracy, recall_female, reca
 (share of faces labelled uncertain), ms_per_face (classification only, batched), a confusion
 matrix, accuracy by face size, a reliability table with its expected calibration error (ece) and,
 when ages and races are known (UTKFace names AGE_GENDER_RACE_*.jpg or --labels CSV with
-file,age,gender,race), accuracy by gender x age band x race. Plots go beside the report:
-<stem>_confusion.png and <stem>_reliability.png.
+file,age,gender,race), accuracy by gender x age band x race, and the faces the model got wrong
+(``mistakes``, most confident first: the likeliest mislabelled images). Plots go beside the report:
+<stem>_confusion.png, <stem>_reliability.png and <stem>_mistakes.jpg (a contact sheet of the first
+mistakes as the model saw them, when there are any).
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from tqdm import tqdm
 
 from realtime.classifier import UNCERTAIN, GenderClassifier
 from realtime.cli import positive_int
-from realtime.crop import Box, largest_box
+from realtime.crop import Box, crop_face, largest_box
 from realtime.detection import BACKENDS
 from realtime.errors import UserError
 from realtime.face_detector import FaceDetector, StillImageDetector
+from realtime.overlay import contact_sheet
+from realtime.sinks import write_image_atomic
 from realtime.sources import read_image
 
 from .data import Item, folder_items
@@ -57,6 +61,8 @@ NO_FACE_BUCKET = "no_face"
 UTK_NAME = re.compile(r"^(\d{1,3})_([01])_([0-4])_")
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
 MAX_LISTED = 20
+MAX_MISTAKES = 100  # listed in the report, most confident first
+SHEET_MISTAKES = 48  # shown on <stem>_mistakes.jpg
 
 
 @dataclass
@@ -67,6 +73,7 @@ class Face:
     gender: str  # truth, from the folder name
     side: int  # face box side in px
     found: bool  # False: no face detected, the whole image was used
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # the face used (x, y, w, h)
     age: int | None = None
     race: str = ""
     p_female: float = math.nan
@@ -159,7 +166,8 @@ def _faces(items: list[Item], detector: FaceDetector | StillImageDetector | None
         box, found = face_box(image, detector)
         info = group_info(item.path, labels)
         age, race = info if info else (None, "")
-        face = Face(item.path, item.gender, round(max(box[2], box[3])), found, age, race)
+        face = Face(item.path, item.gender, round(max(box[2], box[3])), found,
+                    tuple(float(v) for v in box), age, race)
         yield face, image, box
 
 
@@ -242,6 +250,13 @@ def build_report(results: Results, clf: GenderClassifier) -> dict:
     if any(f.age is not None or f.race for f in faces):
         meta = [{"gender": f.gender, "age": "" if f.age is None else f.age, "race": f.race} for f in faces]
         report["by_group"] = group_table(meta, p, threshold, pos)
+    # Wrong answers (threshold decision), the most confident first: at the top are the faces the
+    # model is surest about, where a wrong folder (a mislabelled image) is most likely.
+    wrong = sorted((i for i in range(len(faces)) if decided[i] != truth[i]), key=lambda i: -abs(p[i] - threshold))
+    report["mistakes_total"] = len(wrong)
+    report["mistakes"] = [{"file": str(faces[i].path), "true": truth[i], "predicted": decided[i],
+                           "shown": shown[i], "p_female": float(p[i]), "box": [round(v, 1) for v in faces[i].box],
+                           "face_found": faces[i].found} for i in wrong[:MAX_MISTAKES]]
     report["unreadable_files"] = results.unreadable[:MAX_LISTED]
     report["no_face_files"] = [str(f.path) for f in faces if not f.found][:MAX_LISTED]
     return report
@@ -317,6 +332,23 @@ def plot_reliability(report: dict, p: np.ndarray, path: Path) -> None:
     _save_figure(fig, path)
 
 
+def mistakes_sheet(report: dict) -> np.ndarray | None:
+    """Contact sheet of the report's first mistakes, each face cropped as the model saw it (the
+    metadata's margin; the whole image where no face was found), captioned with the folder's label,
+    the model's answer and the file name; None when there are none to show."""
+    pos = report["confusion"]["classes"][0]
+    tiles = []
+    for m in report.get("mistakes", [])[:SHEET_MISTAKES]:
+        image = read_image(Path(m["file"]))
+        if image is None:  # gone or changed since it was evaluated
+            continue
+        crop = crop_face(image, m["box"], 128, report["crop_margin"] if m["face_found"] else 0.0)
+        p = float(m["p_female"])
+        confidence = p if m["predicted"] == pos else 1.0 - p
+        tiles.append((crop, m["shown"], f"{m['true']} -> {m['predicted']} {confidence:.2f}\n{Path(m['file']).name}"))
+    return contact_sheet(tiles) if tiles else None
+
+
 def write_outputs(report: dict, p: np.ndarray, path: Path) -> None:
     import matplotlib
 
@@ -326,6 +358,13 @@ def write_outputs(report: dict, p: np.ndarray, path: Path) -> None:
              "reliability": path.with_name(f"{path.stem}_reliability.png")}
     plot_confusion(report, plots["confusion"])
     plot_reliability(report, p, plots["reliability"])
+    sheet_path = path.with_name(f"{path.stem}_mistakes.jpg")
+    sheet = mistakes_sheet(report)
+    if sheet is not None:
+        write_image_atomic(sheet_path, sheet)
+        plots["mistakes"] = sheet_path
+    else:
+        sheet_path.unlink(missing_ok=True)  # an earlier run's sheet would show mistakes this model did not make
     report["plots"] = {k: str(v) for k, v in plots.items()}
     write_json(path, report)
 
@@ -381,4 +420,8 @@ def run(args: argparse.Namespace) -> int:
              "%.4f, uncertain %.3f, %.1f ms/face; report %s", report["n"], report["no_face"],
              report["unreadable"], report["accuracy"], report["balanced_accuracy"], report["uncertain"],
              report["ms_per_face"], report_path)
+    if "mistakes" in report["plots"]:
+        n = report["mistakes_total"]
+        log.info("%d wrong answer%s, the most confident first (check those images' folders): %s",
+                 n, "" if n == 1 else "s", report["plots"]["mistakes"])
     return 0
