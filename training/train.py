@@ -418,6 +418,7 @@ class Trainer:
         return out
 
     def end_epoch(self, model: keras.Model, epoch: int, size: int, logs: dict, resumed: bool = False) -> None:
+        log.info("epoch %d: validating on %d faces, plain and masked", epoch + 1, len(self.val_idx))
         metrics = self.validate(model, size)
         row = {"epoch": epoch + 1, "size": size, "lr": self.current_lr,
                "loss": logs.get("loss"), "acc": logs.get("acc", logs.get("p_female_acc")), **metrics,
@@ -475,6 +476,7 @@ class Trainer:
         avg = [a + (w - a) / (n + 1) for a, w in zip(avg, current, strict=True)]
         self.swa_avg = avg
         model.set_weights(avg)
+        log.info("epoch %d: validating the weight average of %d epochs", epoch + 1, n + 1)
         try:
             metrics = self.validate(model, size)
             _save_atomic(model, self.run / "swa.keras")
