@@ -156,7 +156,7 @@ def face_box(image: np.ndarray, detector: FaceDetector | StillImageDetector | No
 
 
 def _faces(items: list[Item], detector: FaceDetector | StillImageDetector | None, labels: dict, unreadable: list[str]
-           ) -> Iterator[tuple[Face, np.ndarray, Box]]:
+           ) -> Iterator[tuple[Face, np.ndarray]]:
     for item in tqdm(items, desc="evaluate", unit="img"):
         image = read_image(item.path)
         if image is None:
@@ -168,7 +168,7 @@ def _faces(items: list[Item], detector: FaceDetector | StillImageDetector | None
         age, race = info if info else (None, "")
         face = Face(item.path, item.gender, round(max(box[2], box[3])), found,
                     tuple(float(v) for v in box), age, race)
-        yield face, image, box
+        yield face, image
 
 
 def classify_all(items: list[Item], clf: GenderClassifier, detector: FaceDetector | StillImageDetector | None,
@@ -189,9 +189,9 @@ def classify_all(items: list[Item], clf: GenderClassifier, detector: FaceDetecto
             face.p_female = float(value)
         pending.clear()
 
-    for face, image, box in _faces(items, detector, labels, unreadable):
+    for face, image in _faces(items, detector, labels, unreadable):
         faces.append(face)
-        pending.append(clf.crops(image, [box]))
+        pending.append(clf.crops(image, [face.box]))
         if len(pending) == batch_size:
             flush()
     if pending:
