@@ -6,6 +6,8 @@ Examples:
   python -m realtime --source photos/ --output labelled/         annotated copies + contact sheet
   python -m realtime --source http://cam.local:8080/video        MJPEG/RTSP, reconnects when it drops
   python -m realtime --source picam                              Raspberry Pi camera (picamera2)
+  python -m realtime --source picam --no-display --serve 0.0.0.0:8080
+                                                  headless Pi: watch from a phone (prints the address)
 
 Exit status: 0 on success, 2 on unusable input (one `error:` line on stderr), 130 on Ctrl-C.
 """
@@ -36,6 +38,7 @@ from .detection import BACKENDS
 from .errors import UserError
 from .live import DEFAULT_CAPTURES
 from .paths import GENDER_MODEL
+from .serve import DEFAULT_HOST, DEFAULT_MAX_VIEWERS, TOKEN_ENV, parse_serve, serve_options
 from .sources import ReconnectPolicy
 
 if TYPE_CHECKING:
@@ -67,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--list-cameras", action="store_true", help="list the cameras found and their modes, then exit")
     g.add_argument("--snapshots", type=path_arg, default=DEFAULT_CAPTURES, metavar="DIR",
                    help=f"where the window's snapshots (s) and clips (r) go (default {DEFAULT_CAPTURES})")
+    g = p.add_argument_group("live view in a browser (a headless Pi, another room)")
+    g.add_argument("--serve", type=parse_serve, metavar="[HOST:]PORT",
+                   help="serve the annotated live view, FPS and counts at http://HOST:PORT/ while the run "
+                        f"goes on (also /stream.mjpg, /frame.jpg, /events); HOST defaults to {DEFAULT_HOST} "
+                        "(this machine only); any other address, e.g. 0.0.0.0:8080 for a phone on the same "
+                        "network, needs a token, printed with the full address")
+    g.add_argument("--serve-token", metavar="TOKEN",
+                   help=f"the token viewers must give (default: ${TOKEN_ENV}, else a random one on "
+                        "non-loopback addresses)")
+    g.add_argument("--serve-max-viewers", type=positive_int, default=DEFAULT_MAX_VIEWERS, metavar="N",
+                   help=f"streaming viewers at once; more get HTTP 429 (default {DEFAULT_MAX_VIEWERS})")
     g = p.add_argument_group("privacy")
     g.add_argument("--blur", action="store_true",
                    help="blur every face (with a margin) in everything shown and written: window, video, "
@@ -168,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             observer=observe if (summary is not None or lines_only) else None,
             mirror=args.mirror, blur=args.blur or args.privacy, privacy=args.privacy, captures=args.snapshots,
             camera_size=args.camera_size, camera_fps=args.camera_fps,
+            serve=serve_options(args.serve, args.serve_token, args.serve_max_viewers) if args.serve else None,
         )
         try:
             stats = run(config)

@@ -31,6 +31,7 @@ from .files import refuse_overlap
 from .live import DEFAULT_CAPTURES, LiveWindow
 from .overlay import FaceView, caption, contact_sheet, draw_faces
 from .paths import GENDER_MODEL
+from .serve import ServeOptions
 from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
 from .tracker import CachePolicy, Tracker
@@ -78,6 +79,7 @@ class Config(PipelineConfig):
     captures: Path = DEFAULT_CAPTURES  # where the window's snapshots and clips go
     camera_size: tuple[int, int] | None = None  # ask the camera for this mode (it grants the closest)
     camera_fps: float | None = None
+    serve: ServeOptions | None = None  # --serve: the live view over HTTP (realtime.serve)
     # Called with (frame, faces, annotated image, pipeline) once a frame is in every output (a frame
     # is in the outputs and the observer, or in neither): the per-track summary (realtime.summary).
     observer: Callable[[Frame, list[FaceResult], np.ndarray, FacePipeline], None] | None = None
@@ -395,6 +397,16 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
     with source if owned else contextlib.nullcontext(source):
         pipeline = build_pipeline(config, source)
         sinks = _Sinks(config, source, folder_mode)
+        server = None
+        if config.serve is not None:
+            from .serve import LiveServer
+
+            try:
+                server = LiveServer(config.serve)
+            except UserError:
+                pipeline.close()
+                sinks.close(keep=False)
+                raise
         window = _live_window(config, source)
         total = source.total if not config.loop else None
         if config.max_frames:
@@ -420,6 +432,9 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                     stats.frames += 1
                     stats.faces += len(faces)
                 pipeline.timing.add("write", time.perf_counter() - t0)
+                if server is not None:
+                    server.hub.publish(annotated, faces, fps, lambda f=frame, fs=faces: frame_record(
+                        f, fs, privacy=config.privacy))
                 if stats.first_frame_s is None:
                     stats.first_frame_s = time.perf_counter() - started
                 bar.update(1)
@@ -440,6 +455,8 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
         finally:
             ctrl_c.hold()  # a second Ctrl-C must not leave half-renamed outputs
             bar.close()
+            if server is not None:
+                server.close()
             if window is not None:
                 window.close()
                 stats.captures = [str(p) for p in (*window.snapshots, *window.recordings)]

@@ -11,7 +11,6 @@ Exit status: 0 after Ctrl-C, 2 on unusable settings (one `error:` line on stderr
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import socket
 import sys
@@ -21,22 +20,13 @@ from pathlib import Path
 from ..cli import Parser, add_version, int_in_range, prog_name, setup_logging
 from ..detection import BACKENDS
 from ..errors import UserError
+from ..httpguard import LOOPBACK_HOSTS, is_loopback
 from ..native import filter_native_stderr, unfilter_native_stderr
 from ..paths import GENDER_MODEL
 
 log = logging.getLogger("realtime.web")
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 WS_MAX_BYTES = 8 * 1024 * 1024  # one webcam JPEG frame
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: assume it can be reached from elsewhere
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:

@@ -34,13 +34,6 @@ MAX_FILES_PER_UPLOAD = 20
 MAX_QUEUED_JOBS = 8
 SWEEP_EVERY_S = 30.0
 NO_STORE = {"cache-control": "no-store"}  # results never go into the browser's disk cache
-SECURITY_HEADERS = [
-    # Only this server: no CDN, no fonts, no analytics, no frames (see docs/web.md, privacy).
-    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-     b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-]
 
 
 @dataclass

@@ -4,47 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .common import (
-    FORM_OVERHEAD,
-    SECURITY_HEADERS,
-    Settings,
-    error_response,
-)
+from ..httpguard import SECURITY_HEADERS, cross_site, refusal
+from .common import FORM_OVERHEAD, Settings, error_response
+
+__all__ = ["Guard", "cross_site"]
 
 log = logging.getLogger(__name__)
-
-# --- the guard middleware -----------------------------------------------------------------------
-def _hostname(host_header: str) -> str:
-    if host_header.startswith("["):
-        return host_header.split("]")[0] + "]"
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
-
-
-STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def cross_site(headers: dict[str, str]) -> str | None:
-    """Why a request is from another site (None when it is from the app's own page or from no
-    browser at all).
-
-    Browsers send ``Sec-Fetch-Site`` and ``Origin`` with every cross-site POST, DELETE and
-    WebSocket, and a page cannot forge either. A request with neither comes from a program
-    (curl, a script), which no web page can make a user's browser send.
-    """
-    site = headers.get("sec-fetch-site")
-    if site is not None and site.lower() not in ("same-origin", "none"):
-        return f"Sec-Fetch-Site: {site}"
-    origin = headers.get("origin")
-    if origin is not None:
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or parts.netloc.lower() != headers.get("host", "").lower():
-            return f"Origin: {origin}"
-    return None
-
 
 class Guard:
     """Host check (DNS rebinding), same-origin POST/DELETE/WebSocket (cross-site request forgery), the
@@ -65,20 +33,11 @@ class Guard:
             await send(message)
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        host = headers.get("host", "")
-        allowed = self.settings.allowed_hosts
-        if allowed is not None and _hostname(host).lower() not in allowed:
-            await self._refuse(scope, receive, send_with_headers, 400, f"refused a request for host {host!r}: "
-                               "open the app at the address it printed when it started")
-            return
         method = "WebSocket" if scope["type"] == "websocket" else scope["method"]
-        if method == "WebSocket" or method in STATE_CHANGING:
-            reason = cross_site(headers)
-            if reason is not None:
-                await self._refuse(scope, receive, send_with_headers, 403,
-                                   f"refused a {method} {scope['path']} from another site ({reason}): "
-                                   "use the app's own page")
-                return
+        refused = refusal(method, scope["path"], headers, self.settings.allowed_hosts)
+        if refused is not None:
+            await self._refuse(scope, receive, send_with_headers, *refused)
+            return
         if method == "POST" and scope["path"] == "/api/upload":
             length = headers.get("content-length", "")
             if not length.isdigit():
