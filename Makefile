@@ -20,7 +20,7 @@ install: system-deps $(PY)
 	$(PIP) install -r requirements.txt
 
 install-dev: system-deps $(PY)
-	$(PIP) install -r requirements-dev.txt -r requirements-train.txt $(if $(wildcard requirements-web.txt),-r requirements-web.txt) -r requirements-batch.txt
+	$(PIP) install -r requirements-dev.txt -r requirements-train.txt $(if $(wildcard requirements-web.txt),-r requirements-web.txt) -r requirements-batch.txt -r requirements-teach.txt
 
 demo: install
 	@mkdir -p out

@@ -17,7 +17,8 @@ from fixtures import REPO_ROOT
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 EXTRA_FILES = {"train": "requirements-train.txt", "web": "requirements-web.txt",
-               "dev": "requirements-dev.txt", "batch": "requirements-batch.txt"}
+               "dev": "requirements-dev.txt", "batch": "requirements-batch.txt",
+               "teach": "requirements-teach.txt"}
 
 
 def pins(path: Path) -> set[str]:

@@ -90,10 +90,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, max_steps=args.max_steps, val_limit=args.val_limit, face_region=args.face_region,
         age_head=args.age_head, age_weight=args.age_weight, child_gender_weight=args.child_gender_weight,
         lr_schedule=args.lr_schedule, patience=args.patience, swa=args.swa,
+        teacher_cache=_teacher_cache(args), teachers=tuple(args.teachers.split(",")),
+        teacher_weight=args.teacher_weight, feature_weight=args.feature_weight, clean_labels=args.clean_labels,
+        clean_threshold=args.clean_threshold,
     )
     state = train(cfg, resume=args.resume, force=args.force)
     log.info("training done: best val score %.4f at epoch %s", state["best_val_acc"], state["best_epoch"])
     return 0
+
+
+def _teacher_cache(args: argparse.Namespace) -> str:
+    """``--teacher-cache auto`` is the teachers folder inside the prepared cache (where ``teach``
+    writes it)."""
+    if not args.teacher_cache:
+        return ""
+    folder = Path(args.data) / "teachers" if args.teacher_cache == "auto" else Path(args.teacher_cache)
+    from .teachers import TEACHERS
+
+    unknown = [t for t in args.teachers.split(",") if t not in TEACHERS]
+    if unknown:
+        raise UserError(f"--teachers: unknown teacher(s) {', '.join(unknown)} (known: {', '.join(TEACHERS)})")
+    return str(folder)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -221,6 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="start over in a run folder that holds a run")
     p.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--val-limit", type=int, default=0, help=argparse.SUPPRESS)
+    g = p.add_argument_group("distillation (teacher outputs from `teach`)")
+    g.add_argument("--teacher-cache", metavar="DIR",
+                   help="learn from cached teacher outputs: auto (DATA/teachers, where `teach` writes them) or "
+                        "a folder (default: no teachers, the labels only)")
+    g.add_argument("--teachers", default="faceres,agegender,cydral,shipped",
+                   help="teachers whose p(female) is combined, comma-separated (default all four)")
+    g.add_argument("--teacher-weight", type=unit_float, default=0.7,
+                   help="share of the teachers' combined p(female) in the gender target; the rest is the "
+                        "label (default 0.7)")
+    g.add_argument("--feature-weight", type=non_negative_float, default=0.5,
+                   help="weight of the cosine loss on faceres' 1024-d face feature, through a projection "
+                        "head that export drops; 0 = none (default 0.5)")
+    g.add_argument("--clean-labels", choices=("flip", "off"), default="flip",
+                   help="flip: train and val labels that faceres and the Cydral model both contradict with "
+                        "p >= --clean-threshold take the teachers' label (the test split never changes) "
+                        "(default flip)")
+    g.add_argument("--clean-threshold", type=unit_float, default=0.9,
+                   help="how sure both cleaning teachers must be (default 0.9)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="int8 TFLite + metadata, with a float-vs-int8 parity check")
@@ -255,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_export)
 
-    for name, help_text in (("evaluate", "metrics of a .tflite model on a female/ male/ folder"),
+    for name, help_text in (("teach", "cache face-pretrained teacher outputs for distillation"),
+                            ("evaluate", "metrics of a .tflite model on a female/ male/ folder"),
                             ("card", "write models/MODEL_CARD.md from the measured numbers"),
                             ("label", "sort unlabelled face images into female/ and male/")):
         import importlib

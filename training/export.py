@@ -37,7 +37,7 @@ from .metrics import (
     metrics,
     reliability,
 )
-from .model import has_age_head, named_outputs, save_snapshot
+from .model import has_age_head, named_outputs, save_snapshot, without_training_heads
 from .train import eval_arrays, predict_outputs
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         raise UserError(f"--flip-share must be in (0, 1], got {flip_share}")
     cache = load_cache(data)
     templates = load_templates(resolve_templates(mask_templates))
-    model = keras.models.load_model(checkpoint)
+    model = without_training_heads(keras.models.load_model(checkpoint))  # the feature head is training-only
     age_head = has_age_head(model)
     region = run_config(checkpoint).get("face_region", "full")
     rng = np.random.default_rng(0)

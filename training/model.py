@@ -29,20 +29,29 @@ AGE_OFFSET, AGE_SCALE = 35.0, 20.0
 
 
 def build_model(weights: str = "none", input_size: int | None = None, head_units: int = 256,
-                dropout: float = 0.5, age_head: bool = False) -> keras.Model:
+                dropout: float = 0.5, age_head: bool = False, feature_dim: int = 0) -> keras.Model:
     """``weights``: ``imagenet`` (needs a download), ``none`` (from scratch) or a file path.
 
     A path may be VGG16 base weights (``*.h5``/``*.weights.h5`` of ``VGG16(include_top=False)``),
     a whole model of ours (``.keras``), a float16 snapshot (``.npz``, see :func:`save_snapshot`)
     or an int8 model of ours (``.tflite``, dequantised: see :func:`load_tflite_weights`). Layers
     that a snapshot or a ``.tflite`` lacks (a new age head) keep their fresh initial weights.
+
+    ``feature_dim`` > 0 adds a training-only ``feature`` output: a linear projection of the pooled
+    features into a teacher's face-feature space (distillation, see ``training.distill``); export
+    drops it (:func:`without_training_heads`).
     """
     if weights not in ("imagenet", "none") and Path(weights).suffix in (".keras", ".npz", ".tflite"):
         if not Path(weights).is_file():
             raise UserError(f"weights file not found: {weights}")
         if Path(weights).suffix == ".keras":
-            return keras.models.load_model(weights)
-        model = build_model("none", input_size, head_units, dropout, age_head)
+            loaded = keras.models.load_model(weights)
+            if has_age_head(loaded) == age_head and (feature_dim > 0) == has_feature_head(loaded):
+                return loaded
+            model = build_model("none", input_size, head_units, dropout, age_head, feature_dim)
+            copy_weights(loaded, model, Path(weights))
+            return model
+        model = build_model("none", input_size, head_units, dropout, age_head, feature_dim)
         if Path(weights).suffix == ".npz":
             load_snapshot(model, Path(weights))
         else:
@@ -67,17 +76,53 @@ def build_model(weights: str = "none", input_size: int | None = None, head_units
     x = layers.Dense(head_units, activation="relu", name="head_dense")(pooled)
     x = layers.Dropout(dropout, name="head_dropout")(x)
     gender = layers.Dense(1, activation="sigmoid", name="p_female")(x)
-    if not age_head:
+    if not age_head and not feature_dim:
         return keras.Model(inputs, gender, name="gender_vgg16")
-    a = layers.Dense(head_units // 2, activation="relu", name="age_dense")(pooled)
-    a = layers.Dropout(dropout / 2, name="age_dropout")(a)
-    a = layers.Dense(1, name="age_unit")(a)
-    age = layers.Rescaling(AGE_SCALE, offset=AGE_OFFSET, name="age")(a)
-    return keras.Model(inputs, {"p_female": gender, "age": age}, name="gender_age_vgg16")
+    outputs = {"p_female": gender}
+    if age_head:
+        a = layers.Dense(head_units // 2, activation="relu", name="age_dense")(pooled)
+        a = layers.Dropout(dropout / 2, name="age_dropout")(a)
+        a = layers.Dense(1, name="age_unit")(a)
+        outputs["age"] = layers.Rescaling(AGE_SCALE, offset=AGE_OFFSET, name="age")(a)
+    if feature_dim:
+        outputs[FEATURE] = layers.Dense(feature_dim, name=FEATURE)(pooled)
+    return keras.Model(inputs, outputs, name="gender_age_vgg16" if age_head else "gender_vgg16")
+
+
+FEATURE = "feature"  # the training-only projection head (distillation of a teacher's face feature)
+
+
+@keras.saving.register_keras_serializable(package="face_gender")
+def soft_binary_accuracy(y_true, y_pred):
+    """Accuracy of the side of 0.5 a prediction is on, for hard labels and soft (teacher) targets
+    alike (Keras' BinaryAccuracy compares a soft target with 0/1 exactly and so scores 0)."""
+    y_true = keras.ops.reshape(y_true, keras.ops.shape(y_pred))
+    return keras.ops.mean(keras.ops.equal(y_true > 0.5, y_pred > 0.5), axis=-1)
+
 
 
 def has_age_head(model: keras.Model) -> bool:
     return any(layer.name == "age_unit" for layer in model.layers)
+
+
+def has_feature_head(model: keras.Model) -> bool:
+    return any(layer.name == FEATURE for layer in model.layers)
+
+
+def without_training_heads(model: keras.Model) -> keras.Model:
+    """The model as it ships: the same weights without the training-only feature head."""
+    if not has_feature_head(model):
+        return model
+    new = build_model("none", model.input_shape[1], head_units=model.get_layer("head_dense").units,
+                      age_head=has_age_head(model))
+    copy_weights(model, new)
+    return new
+
+
+def copy_weights(src: keras.Model, dst: keras.Model, source: Path | str = "the checkpoint") -> None:
+    """Copy every weight layer of ``src`` that ``dst`` has, by layer name."""
+    by_layer = {name: dict(enumerate(layer.get_weights())) for name, layer in weight_layers(src).items()}
+    _set_named(dst, by_layer, Path(str(source)))
 
 
 def named_outputs(model: keras.Model) -> dict[str, str] | None:
@@ -204,5 +249,5 @@ def resized(model: keras.Model, size: int) -> keras.Model:
     """The same weights in a model with a fixed ``size`` x ``size`` input (for export)."""
     new = build_model("none", size, head_units=model.get_layer("head_dense").units,
                       age_head=has_age_head(model))
-    new.set_weights(model.get_weights())
+    copy_weights(model, new)
     return new

@@ -25,9 +25,10 @@ from realtime.errors import UserError
 
 from .augment import AugmentConfig, augment, masked_copy
 from .data import Cache, load_cache
+from .distill import DEFAULT_TEACHERS, Targets, build_targets, plain_targets
 from .errors import TrainingInterruptedError
 from .masks import Template, load_templates, resolve_templates
-from .model import base_model, build_model, has_age_head
+from .model import FEATURE, base_model, build_model, has_age_head, has_feature_head, soft_binary_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ class TrainConfig:
     max_steps: int = 0  # >0 caps batches per epoch (smoke tests)
     val_limit: int = 0  # >0 caps validation images (smoke tests)
     face_region: str = "full"  # "upper": train on the upper half only (masked-face experiment)
+    # Distillation (training.distill): teacher outputs cached by `python -m training teach`.
+    teacher_cache: str = ""  # folder of teacher outputs (CACHE/teachers); "" = no teachers
+    teachers: tuple[str, ...] = DEFAULT_TEACHERS
+    teacher_weight: float = 0.7  # share of the teachers' p(female) in the gender target (the rest: the label)
+    feature_weight: float = 0.5  # weight of the cosine loss on faceres' face feature (0: no feature head)
+    clean_labels: str = "flip"  # flip train/val labels that the cleaning teachers confidently contradict
+    clean_threshold: float = 0.9
 
 
 def parse_schedule(text: str) -> list[tuple[int, int]]:
@@ -82,17 +90,19 @@ class CropSequence(keras.utils.PyDataset):
     def __init__(self, cache: Cache, indices: np.ndarray, size: int, batch_size: int,
                  cfg: AugmentConfig, templates: list[Template], seed: int, max_steps: int = 0,
                  region: str = "full", age_head: bool = False, adult_age: int = 13,
-                 child_weight: float = 1.0):
+                 child_weight: float = 1.0, targets: Targets | None = None, feature: bool = False):
         super().__init__()
         self.cache, self.size, self.batch_size, self.cfg = cache, size, batch_size, cfg
         self.templates = templates
         self.indices = indices
-        labels = cache.labels()[indices]
+        targets = targets or plain_targets(cache)
+        labels = targets.labels[indices]
         counts = np.bincount(labels, minlength=2).astype(np.float64)
         self.weights = (len(labels) / (2 * np.maximum(counts, 1)))[labels].astype(np.float32)
-        self.labels = labels.astype(np.float32)
+        self.labels = targets.p_female[indices].astype(np.float32)
         self.age_head = age_head
-        ages = cache.ages()[indices]
+        self.features = targets.feature if feature else None
+        ages = targets.age[indices]
         self.ages = np.nan_to_num(ages, nan=0.0).astype(np.float32)
         self.age_weights = np.isfinite(ages).astype(np.float32)
         if age_head:
@@ -127,10 +137,18 @@ class CropSequence(keras.utils.PyDataset):
                            np.asarray(self.cache.landmarks[idx], np.float32), rng, self.cfg,
                            self.templates, self.cache.context)
             batch[k] = apply_region(resize_square(crop, self.size), self.region)
-        if not self.age_head:
+        if not self.age_head and self.features is None:
             return batch, self.labels[pos], self.weights[pos]
-        return (batch, {"p_female": self.labels[pos], "age": self.ages[pos]},
-                {"p_female": self.weights[pos], "age": self.age_weights[pos]})
+        y = {"p_female": self.labels[pos]}
+        w = {"p_female": self.weights[pos]}
+        if self.age_head:
+            y["age"], w["age"] = self.ages[pos], self.age_weights[pos]
+        if self.features is not None:
+            feat = np.asarray(self.features[np.sort(self.indices[pos])], np.float32)
+            feat = feat[np.argsort(np.argsort(self.indices[pos]))]  # sorted reads from the memmap, batch order
+            ok = np.isfinite(feat).all(axis=1)
+            y[FEATURE], w[FEATURE] = np.nan_to_num(feat), ok.astype(np.float32)
+        return batch, y, w
 
 
 def eval_arrays(cache: Cache, indices: np.ndarray, size: int, masked: bool,
@@ -238,9 +256,14 @@ class Trainer:
             self.val_idx = self.val_idx[: cfg.val_limit]
         if len(self.train_idx) == 0 or len(self.val_idx) == 0:
             raise UserError(f"{cfg.data}: the train or val split is empty")
-        if cfg.age_head and not np.isfinite(self.cache.ages()[self.train_idx]).any():
+        self.targets = plain_targets(self.cache)
+        if cfg.teacher_cache:
+            self.targets = build_targets(self.cache, Path(cfg.teacher_cache), tuple(cfg.teachers), cfg.teacher_weight,
+                                         clean=cfg.clean_labels, clean_threshold=cfg.clean_threshold,
+                                         feature=cfg.feature_weight > 0)
+        if cfg.age_head and not np.isfinite(self.targets.age[self.train_idx]).any():
             raise UserError(f"{cfg.data}: the age head needs ages, and this cache has none")
-        self.y_val = self.cache.labels()[self.val_idx]
+        self.y_val = self.targets.labels[self.val_idx]
         ages = self.cache.ages()[self.val_idx]
         self.age_val = ages
         self.val_adult = ~(np.nan_to_num(ages, nan=99) < cfg.min_age)
@@ -249,6 +272,8 @@ class Trainer:
         if self.weights not in ("none", "imagenet") and not Path(self.weights).is_file():
             raise UserError(f"--weights {cfg.weights}: file not found")
         self.run.mkdir(parents=True, exist_ok=True)  # only once the run can start
+        if cfg.teacher_cache:
+            (self.run / "distillation.json").write_text(json.dumps(self.targets.report, indent=2))
         self.state = self._load_state()
         self.total_epochs = sum(e for _, e in cfg.schedule)
         self.epoch_started = time.time()
@@ -315,7 +340,7 @@ class Trainer:
             self.state = self._new_state()
             for name in ("history.csv", "curves.png", "best.keras", "last.keras", "swa.keras"):
                 (self.run / name).unlink(missing_ok=True)
-            model = build_model(self.weights, age_head=self.cfg.age_head)
+            model = build_model(self.weights, age_head=self.cfg.age_head, feature_dim=self.feature_dim)
             self._compile(model, self.lr_at(0), trainable_base=not self.pretrained())
         aug = AugmentConfig(mask_prob=self.cfg.mask_prob)
         start = 0
@@ -330,7 +355,8 @@ class Trainer:
             seq = CropSequence(self.cache, self.train_idx, size, self.cfg.batch_size, aug,
                                self.templates, seed=self.cfg.seed, max_steps=self.cfg.max_steps,
                                region=self.cfg.face_region, age_head=self.cfg.age_head,
-                               adult_age=self.cfg.min_age, child_weight=self.cfg.child_gender_weight)
+                               adult_age=self.cfg.min_age, child_weight=self.cfg.child_gender_weight,
+                               targets=self.targets, feature=has_feature_head(model))
             for epoch in range(first, end):
                 if self.state.get("stopped"):
                     log.info("validation stopped improving: %s", self.state["stopped"])
@@ -375,18 +401,29 @@ class Trainer:
         return TrainingInterruptedError(f"interrupted: {kept} kept in {where}; continue with the same command "
                                    "plus --resume")
 
+    @property
+    def feature_dim(self) -> int:
+        """The training-only feature head's width: faceres' feature when it is distilled."""
+        feature = self.targets.feature
+        return int(feature.shape[1]) if feature is not None and self.cfg.feature_weight > 0 else 0
+
     def _compile(self, model: keras.Model, lr: float, trainable_base: bool) -> None:
         base_model(model).trainable = trainable_base
-        gender_loss = keras.losses.BinaryCrossentropy(label_smoothing=0.05)
-        if not has_age_head(model):
+        # Soft teacher targets need no label smoothing; hard labels get a little.
+        gender_loss = keras.losses.BinaryCrossentropy(label_smoothing=0.0 if self.cfg.teacher_cache else 0.05)
+        if not has_age_head(model) and not has_feature_head(model):
             model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=gender_loss,
-                          metrics=[keras.metrics.BinaryAccuracy(name="acc")])
+                          metrics=[keras.metrics.MeanMetricWrapper(soft_binary_accuracy, name="acc")])
             return
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
-                      loss={"p_female": gender_loss, "age": keras.losses.Huber(delta=5.0)},
-                      loss_weights={"p_female": 1.0, "age": self.cfg.age_weight},
-                      metrics={"p_female": [keras.metrics.BinaryAccuracy(name="acc")],
-                               "age": [keras.metrics.MeanAbsoluteError(name="mae")]})
+        loss, weights = {"p_female": gender_loss}, {"p_female": 1.0}
+        metrics: dict[str, list] = {"p_female": [keras.metrics.MeanMetricWrapper(soft_binary_accuracy, name="acc")]}
+        if has_age_head(model):
+            loss["age"], weights["age"] = keras.losses.Huber(delta=5.0), self.cfg.age_weight
+            metrics["age"] = [keras.metrics.MeanAbsoluteError(name="mae")]
+        if has_feature_head(model):
+            loss[FEATURE], weights[FEATURE] = keras.losses.CosineSimilarity(), self.cfg.feature_weight
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, loss_weights=weights,
+                      metrics=metrics)
 
     def _set_phase(self, model: keras.Model, frozen: bool, lr: float) -> None:
         base = base_model(model)
@@ -446,7 +483,8 @@ class Trainer:
         self._save_state()
         plot_history(self.run / "history.csv", self.run / "curves.png")
         log.info("epoch %d/%d at %d px: %s", epoch + 1, self.total_epochs, size,
-                 ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
+                 ", ".join(f"{k}={v:.3g}" if k == "lr" else f"{k}={v:.4f}" for k, v in row.items()
+                           if isinstance(v, float)))
 
     def _keep_if_best(self, model: keras.Model, metrics: dict[str, float], epoch: int, size: int,
                       kind: str) -> bool:
