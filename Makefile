@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make demo   install the runtime and annotate the bundled demo clip  → out/demo_annotated.mp4
 #   make test   install runtime + training + web + test requirements and run all tests
+# Both install this project into .venv (editable), so face-gender, face-gender-train, face-gender-web
+# and face-gender-batch work from any folder: .venv/bin/face-gender --help
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,9 +20,11 @@ system-deps:
 
 install: system-deps $(PY)
 	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -e .
 
 install-dev: system-deps $(PY)
 	$(PIP) install -r requirements-dev.txt -r requirements-train.txt $(if $(wildcard requirements-web.txt),-r requirements-web.txt) -r requirements-batch.txt -r requirements-teach.txt
+	$(PIP) install --no-deps -e .
 
 demo: install
 	@mkdir -p out

@@ -1,12 +1,12 @@
 """Label faces as female / male in a webcam, a video file, a stream or a folder of images.
 
 Examples:
-  python -m realtime --source 0                                  live webcam window
-  python -m realtime --source clip.mp4 --output out.mp4 --jsonl out.jsonl --no-display
-  python -m realtime --source photos/ --output labelled/         annotated copies + contact sheet
-  python -m realtime --source http://cam.local:8080/video        MJPEG/RTSP, reconnects when it drops
-  python -m realtime --source picam                              Raspberry Pi camera (picamera2)
-  python -m realtime --source picam --no-display --serve 0.0.0.0:8080
+  face-gender --source 0                                  live webcam window
+  face-gender --source clip.mp4 --output out.mp4 --jsonl out.jsonl --no-display
+  face-gender --source photos/ --output labelled/         annotated copies + contact sheet
+  face-gender --source http://cam.local:8080/video        MJPEG/RTSP, reconnects when it drops
+  face-gender --source picam                              Raspberry Pi camera (picamera2)
+  face-gender --source picam --no-display --serve 0.0.0.0:8080
                                                   headless Pi: watch from a phone (prints the address)
 
 Exit status: 0 on success, 2 on unusable input (one `error:` line on stderr), 130 on Ctrl-C.
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--summary", type=Path, metavar="PATH.json",
                    help="at the end, one record per track (label, mean p_female, first/last seen, dwell "
                         "seconds, frames) and distinct tracks by label; a track is a face's continuous "
-                        "appearance, not an identity (docs/batch.md)")
+                        "appearance, not an identity")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     p.set_defaults(mode="auto")
@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    summary = f"{stats.frames} frames, {stats.faces} faces in {stats.seconds:.1f} s ({stats.fps:.1f} FPS)"
+    summary = (f"{plural(stats.frames, 'frame')}, {plural(stats.faces, 'face')} in {stats.seconds:.1f} s "
+               f"({stats.fps:.1f} FPS)")
     for kind, where in stats.outputs.items():
         summary += f"; {kind}: {where}"
     if stats.skipped:
@@ -210,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         summary += f"; {len(stats.captures)} snapshot(s)/clip(s) in {args.snapshots}"
     log.info(summary)
     return 130 if stats.interrupted else 0
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 frame``, ``2 frames``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _print_faces(faces: list, source: str) -> None:

@@ -1,16 +1,16 @@
 """Annotate many videos: on every core of this machine, or on a Ray cluster.
 
 Examples:
-  python -m realtime.batch --input recordings/ --output annotated/            one worker per core
-  python -m realtime.batch --input "cams/**/*.mp4" --output out/ --no-video  JSONL + summaries only
-  python -m realtime.batch --input list.txt --output out/ --ray local         same task on Ray
-  python -m realtime.batch --input /nfs/videos --output /nfs/out --ray auto   join a running cluster
-  python -m realtime.batch --input recordings/ --output annotated/ --resume    skip finished videos
+  face-gender-batch --input recordings/ --output annotated/            one worker per core
+  face-gender-batch --input "cams/**/*.mp4" --output out/ --no-video  JSONL + summaries only
+  face-gender-batch --input list.txt --output out/ --ray local         same task on Ray
+  face-gender-batch --input /nfs/videos --output /nfs/out --ray auto   join a running cluster
+  face-gender-batch --input recordings/ --output annotated/ --resume    skip finished videos
 
 Each video gets OUTPUT/<relative path without extension>/ with annotated.mp4 (unless --no-video),
-faces.jsonl (the JSONL of python -m realtime), summary.json (per-track summary, see
+faces.jsonl (the JSONL of face-gender), summary.json (per-track summary, see
 realtime/summary.py) and thumbnail.jpg (its first annotated frame); OUTPUT/summary.csv,
-OUTPUT/summary.json and OUTPUT/report.html (+ report_files/) cover all videos. See docs/batch.md.
+OUTPUT/summary.json and OUTPUT/report.html (+ report_files/) cover all videos.
 
 Exit status: 0 when every video was annotated, 3 when the batch finished but some videos failed
 (each listed with its error in summary.csv/json and the report), 2 on unusable input (one
@@ -432,7 +432,7 @@ def ray_init(mode: str, num_cpus: int | None) -> Any:
         cause = f" ({_one_line(exc.__cause__)})" if exc.__cause__ is not None else ""
         if "AuthToken" in cause or "AuthenticationError" in cause:
             cause = (" (the cluster uses token authentication: set RAY_AUTH_MODE=token and give this machine the "
-                     "head's token, ~/.ray/auth_token or RAY_AUTH_TOKEN; docs/batch.md)")
+                     "head's token, ~/.ray/auth_token or RAY_AUTH_TOKEN; see the README, 'Many videos')")
         raise UserError(f"cannot {'start' if mode == 'local' else 'join'} Ray ({mode}): {first}{cause}") from exc
     return ray
 
@@ -462,7 +462,7 @@ def ray_preflight(ray: Any, model: str | None) -> list[str]:
         except Exception as exc:
             raise UserError(f"Ray node {node.get('NodeManagerAddress', '?')} cannot annotate videos: "
                             f"{_one_line(exc)} (every node needs this package, requirements.txt and "
-                            f"{REQUIREMENTS_BATCH}: docs/batch.md)") from exc
+                            f"{REQUIREMENTS_BATCH}: see the README, 'Many videos')") from exc
     if not out:
         raise UserError("the Ray cluster has no node with a free CPU")
     return out

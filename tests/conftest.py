@@ -7,6 +7,7 @@ when it is absent, as in CI.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 from fixtures import REPO_ROOT, SHARED_DIR, FaceDataset, face_photo, make_colour_model, make_face_dataset
+
+# Bounded threads in this process and every process a test starts: `make test` must pass on a busy
+# 2-core machine, where a test that starts as many threads as it likes fails with "can't start new
+# thread". (Each variable caps one library's pool; the tests' own thread pools are bounded in the tests.)
+for _var, _value in (("OMP_NUM_THREADS", "2"), ("OPENBLAS_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"),
+                     ("TF_NUM_INTRAOP_THREADS", "2"), ("TF_NUM_INTEROP_THREADS", "1")):
+    os.environ.setdefault(_var, _value)
 
 if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) from any folder
     sys.path.insert(0, str(REPO_ROOT))

@@ -49,8 +49,8 @@ def flow(face_dataset: FaceDataset, tmp_path_factory: pytest.TempPathFactory) ->
     cache, run = work / "my_cache", work / "mine"
     ok(run_training("prepare", "--folder", str(face_dataset.root), "--out", str(cache), "--size", "64",
                     "--data-name", "my faces", "--data-licence", "mine, all rights reserved"))
-    ok(run_training("train", "--data", str(cache), "--run", str(run), "--weights", "shipped", *FAST,
-                    "--frozen-epochs", "0"))
+    train = ok(run_training("train", "--data", str(cache), "--run", str(run), "--weights", "shipped", *FAST,
+                            "--frozen-epochs", "0"))
     ok(run_training("export", "--checkpoint", str(run / "best.keras"), "--data", str(cache), "--size", "32",
                     "--max-drop", "100", "--rep-samples", "8", "--float16-weights", str(run / "weights_f16.npz")))
     model = run / "model_int8.tflite"
@@ -61,7 +61,7 @@ def flow(face_dataset: FaceDataset, tmp_path_factory: pytest.TempPathFactory) ->
                                   "--no-progress"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300))
     ok(run_training("card", "--model", str(model)))
     return {"before": before, "after": models_digest(), "cache": cache, "run": run, "model": model,
-            "work": work, "realtime": realtime}
+            "work": work, "realtime": realtime, "train": train}
 
 
 def test_the_five_commands_make_a_model_the_runtime_uses(flow: dict) -> None:
@@ -206,3 +206,22 @@ def test_shipped_weights_resolve_to_the_shipped_model() -> None:
 
     assert Path(resolve_weights("shipped")) in (GENDER_MODEL, GENDER_MODEL.parent / "gender_vgg16_float16.npz")
     assert resolve_weights("none") == "none"
+
+
+def test_fine_tuning_keeps_the_age_head_and_warns_of_a_small_validation_split(flow: dict) -> None:
+    """The shipped model's apparent-age head (and so the child gate) survives fine-tuning on a folder
+    without ages, trained on the start model's own age outputs; the card says so; a validation split
+    too small to choose an epoch is named in one warning."""
+    stderr = flow["train"].stderr
+    assert "apparent-age head: kept" in stderr and "unused: age_dense" not in stderr
+    assert (flow["run"] / "start_ages.npy").is_file()
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: validation has")]
+    assert len(warnings) == 1 and "--val-fraction" in warnings[0]
+    meta = json.loads(flow["model"].with_suffix(".json").read_text())
+    assert meta["child_age"] == 13.0 and "apparent_age" in meta["outputs"]
+    from realtime.classifier import GenderClassifier
+
+    assert GenderClassifier(flow["model"]).has_age
+    card = (flow["run"] / "model_int8_card.md").read_text()
+    assert "keeps the apparent-age head" in card and "adults and teenagers" not in card
+    assert "stratified by gender (this data has no ages" in card

@@ -133,7 +133,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                   uncertain_share=args.uncertain_share)
     test = meta["metrics"]["test"]
     log.info("exported %s: test accuracy %.4f (masked %.4f), threshold %.3f; use it with "
-             "`python -m realtime --model %s`", out, test["accuracy"], meta["metrics"]["test_masked"]["accuracy"],
+             "`face-gender --model %s`", out, test["accuracy"], meta["metrics"]["test_masked"]["accuracy"],
              meta["threshold"], out)
     return 0
 

@@ -1,7 +1,9 @@
-"""Write the model card (``models/MODEL_CARD.md``) from the numbers the exporter measured.
+"""Write a model card from the numbers the exporter measured: MODEL_card.md beside the model
+unless --out says otherwise (the shipped model's card is models/MODEL_CARD.md).
 
 Every figure in the card comes from a JSON file made by a command (the export metadata, the size
-trade-off, the masked-face experiment), so the card never carries a number nobody measured.
+trade-off, the masked-face experiment), so the card never carries a number nobody measured, and it
+says only what is true of the data (no age tables for data without ages).
 """
 
 from __future__ import annotations
@@ -119,6 +121,14 @@ def group_tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def threshold_note(m: dict) -> str:
+    """How the threshold was set, as the exporter recorded it (older metadata: chosen on validation)."""
+    rule = (m.get("validation_choices") or {}).get("threshold_rule", "")
+    if rule.startswith("0.5"):
+        return "kept at " + rule.split(":", 1)[1].strip().replace("validation has", "the validation split has", 1)
+    return "chosen on the validation split to equalise female and male recall"
+
+
 def v2_sections(m: dict) -> list[str]:
     """Apparent age and the child gate, framing robustness, calibration and flip averaging (models
     exported with these measurements)."""
@@ -212,6 +222,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
     gap = abs(test["recall_female"] - test["recall_male"]) * 100
     data = meta.get("data") or {"name": "UTKFace", "licence": "UTKFace: non-commercial research only"}
     utk = data["name"] == "UTKFace"
+    has_ages = data.get("has_ages", True)
     data_lines = ([f"- {meta['training_data']}. UTKFace: 23,704 aligned face photos (non-commercial research "
                    "licence; the images' copyright stays with their owners), labels with ~3-5 % noise."]
                   if utk else
@@ -234,7 +245,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         f"{meta['colour_order']} crops ({meta['input_scaling']}), crop margin {meta['crop_margin']} around the "
         f"BlazeFace box (`realtime/crop.py`), face region `{meta.get('face_region', 'full')}`.",
         f"- **Format**: full-integer int8 TFLite, {meta['size_bytes'] / 1e6:.1f} MB; decision threshold "
-        f"{meta['threshold']} (chosen on the validation split to equalise female and male recall).",
+        f"{meta['threshold']} ({threshold_note(m)}).",
         f"- **Training**: {meta.get('training') or 'see below'}",
         f"- **Exported** {meta['exported']} from commit `{meta['training_commit']}`.",
         "",
@@ -247,8 +258,9 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         *data_lines,
         "- Crops are made by the runtime's own detector and crop code (`python -m training prepare`), "
         "so training and use see the same framing.",
-        "- Fixed seeded split stratified by gender × age band × race; byte-identical duplicates are kept "
-        "on one side; duplicate groups whose labels disagree are dropped.",
+        ("- Fixed seeded split stratified by gender × age band × race; byte-identical duplicates are kept "
+         "on one side; duplicate groups whose labels disagree are dropped." if has_ages else
+         "- Fixed seeded split stratified by gender (this data has no ages or races to stratify by)."),
         f"- Split sizes (all ages / ages ≥ 13): train {sizes.get('train')} / {sizes.get('train_age_13_plus')}, "
         f"validation {sizes.get('val')} / {sizes.get('val_age_13_plus')}, test {sizes.get('test')} / "
         f"{sizes.get('test_age_13_plus')}. Training and model selection used train and validation only; "
@@ -270,7 +282,8 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
                      f"| {pct(child.get('uncertain'))} | – |")
     lines += [
         "",
-        f"n = {test['n']} adults and teenagers" + (f", {child['n']} children" if child else "") + ". "
+        (f"n = {test['n']} adults and teenagers" if has_ages else f"n = {test['n']} faces")
+        + (f", {child['n']} children" if child else "") + ". "
         f"|female recall − male recall| = {gap:.1f} points. int8 agrees with float32 on "
         f"{pct(test.get('agreement_with_float'))} of unmasked test faces. Masks are synthetic (drawn masks "
         "and MaskTheFace templates placed from face landmarks), one fixed mask per test image.",
@@ -284,6 +297,12 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         group_tables(m["test_masked_by_group"]),
     ]
     lines += v2_sections(m)
+    if meta.get("child_age") and not m.get("test_age"):
+        lines += ["", "### Apparent age and the child gate", "",
+                  f"The model keeps the apparent-age head of the model it was fine-tuned from, and with it the "
+                  f"child gate (faces that look younger than {meta['child_age']:g} are labelled `uncertain`). This "
+                  "data has no ages, so the head learned from the start model's own age outputs and its accuracy "
+                  "was not measured here."]
     if m.get("test_by_face_px"):
         lines += ["", "### Accuracy vs face size", "",
                   "Test faces shrunk to N px wide and scaled back up (what a small, far face gives the model):", "",

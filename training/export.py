@@ -94,7 +94,7 @@ def predict_int8_all(path: Path, info: ModelInfo, x: np.ndarray, threads: int) -
     """Every named output of the int8 model, through the runtime's own classifier."""
     clf = GenderClassifier(path, num_threads=threads, info=info)
     outs: list[dict[str, np.ndarray]] = []
-    for i in tqdm(range(0, len(x), 64), desc="int8", unit="batch", leave=False):
+    for i in tqdm(range(0, len(x), 64), desc="int8", unit="batch", leave=False, disable=len(x) < 64 * 10):
         outs.append(clf.predict(x[i : i + 64].astype(np.uint8)))
     if not outs:
         return {name: np.zeros((0,), np.float32) for name in clf.output_names}
@@ -266,7 +266,9 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             report[f"test_children_under_{min_age}"] = metrics(
                 labels[sp.test_children], predict_int8(tmp_model, info, xc, threads), threshold, band)
         if age_head:
-            report["test_age"] = age_report(cache, sp.test_all, size, region, tmp_model, info, threads, min_age)
+            age = age_report(cache, sp.test_all, size, region, tmp_model, info, threads, min_age)
+            if age:
+                report["test_age"] = age
         meta = {
             "model": out.name,
             "architecture": "VGG16 (keras.applications, include_top=False) + GAP + Dense(256) + Dense(1, sigmoid)"
@@ -363,6 +365,8 @@ def age_report(cache: Cache, idx: np.ndarray, size: int, region: str, model: Pat
     adults the gate lets through."""
     ages = cache.ages()[idx]
     known = np.isfinite(ages)
+    if not known.any():
+        return {}  # no ages in this data: the age head is kept but cannot be measured here
     idx, ages = idx[known], ages[known]
     x = eval_arrays(cache, idx, size, masked=False, region=region)
     values = predict_int8_all(model, info, x, threads)

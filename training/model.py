@@ -105,6 +105,23 @@ def has_age_head(model: keras.Model) -> bool:
     return any(layer.name == "age_unit" for layer in model.layers)
 
 
+def weights_have_age_head(weights: str | Path) -> bool:
+    """Whether a start-weights file (``.npz`` snapshot or ``.keras`` model) holds an age head."""
+    path = Path(weights)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as data:
+                return any(k.startswith("age_unit/") for k in data.files)
+        if path.suffix == ".keras":
+            import zipfile
+
+            with zipfile.ZipFile(path) as zf:
+                return b'"age_unit"' in zf.read("config.json")
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: cannot read the start weights ({exc})") from exc
+    return False
+
+
 def has_feature_head(model: keras.Model) -> bool:
     return any(layer.name == FEATURE for layer in model.layers)
 

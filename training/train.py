@@ -13,7 +13,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -28,7 +28,15 @@ from .data import Cache, load_cache
 from .distill import DEFAULT_TEACHERS, Targets, build_targets, plain_targets
 from .errors import TrainingInterruptedError
 from .masks import Template, load_templates, resolve_templates
-from .model import FEATURE, base_model, build_model, has_age_head, has_feature_head, soft_binary_accuracy
+from .model import (
+    FEATURE,
+    base_model,
+    build_model,
+    has_age_head,
+    has_feature_head,
+    soft_binary_accuracy,
+    weights_have_age_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,9 @@ class TrainConfig:
     feature_weight: float = 0.5  # weight of the cosine loss on faceres' face feature (0: no feature head)
     clean_labels: str = "flip"  # flip train/val labels that the cleaning teachers confidently contradict
     clean_threshold: float = 0.9
+
+
+SMALL_VAL = 200  # fewer validation faces: one face moves the score by half a point or more
 
 
 def parse_schedule(text: str) -> list[tuple[int, int]]:
@@ -246,6 +257,18 @@ class Trainer:
             raise UserError(f"{self.run} already holds a training run; continue it with --resume, or start over "
                             "(deleting its history and checkpoints) with --force")
         self.cache = load_cache(Path(cfg.data))
+        self.weights = resolve_weights(cfg.weights)
+        if self.weights not in ("none", "imagenet") and not Path(self.weights).is_file():
+            raise UserError(f"--weights {cfg.weights}: file not found")
+        # Fine-tuning a model with an apparent-age head keeps the head (and so the child gate): on
+        # this data's ages, or on the start model's own age outputs where the data has none.
+        self.own_ages = False
+        if not cfg.age_head and self.weights not in ("none", "imagenet") and weights_have_age_head(self.weights):
+            cfg = self.cfg = replace(cfg, age_head=True)
+            self.own_ages = not np.isfinite(self.cache.ages()).any()
+            log.info("the start weights have an apparent-age head: kept, and trained on %s",
+                     "the start model's own age outputs (this data has no ages)" if self.own_ages
+                     else "this data's ages")
         self.templates = load_templates(resolve_templates(cfg.mask_templates))
         train_min_age = cfg.train_min_age
         if train_min_age is None:
@@ -261,16 +284,19 @@ class Trainer:
             self.targets = build_targets(self.cache, Path(cfg.teacher_cache), tuple(cfg.teachers), cfg.teacher_weight,
                                          clean=cfg.clean_labels, clean_threshold=cfg.clean_threshold,
                                          feature=cfg.feature_weight > 0)
-        if cfg.age_head and not np.isfinite(self.targets.age[self.train_idx]).any():
+        if cfg.age_head and not self.own_ages and not np.isfinite(self.targets.age[self.train_idx]).any():
             raise UserError(f"{cfg.data}: the age head needs ages, and this cache has none")
         self.y_val = self.targets.labels[self.val_idx]
         ages = self.cache.ages()[self.val_idx]
         self.age_val = ages
         self.val_adult = ~(np.nan_to_num(ages, nan=99) < cfg.min_age)
         self._val_cache: dict[tuple[int, bool], np.ndarray] = {}
-        self.weights = resolve_weights(cfg.weights)
-        if self.weights not in ("none", "imagenet") and not Path(self.weights).is_file():
-            raise UserError(f"--weights {cfg.weights}: file not found")
+        adults = int(self.val_adult.sum())
+        if adults < SMALL_VAL:
+            log.warning("validation has %d faces: each is %.1f points of accuracy, so epochs will score alike "
+                        "and the best one is chosen by chance; use more images (at least %d per class), "
+                        "--val-fraction 0.2, or give a validation folder (prepare --val DIR)",
+                        adults, 100 / max(1, adults), SMALL_VAL // 2)
         self.run.mkdir(parents=True, exist_ok=True)  # only once the run can start
         if cfg.teacher_cache:
             (self.run / "distillation.json").write_text(json.dumps(self.targets.report, indent=2))
@@ -342,6 +368,8 @@ class Trainer:
                 (self.run / name).unlink(missing_ok=True)
             model = build_model(self.weights, age_head=self.cfg.age_head, feature_dim=self.feature_dim)
             self._compile(model, self.lr_at(0), trainable_base=not self.pretrained())
+        if self.own_ages:
+            self._start_model_ages(model, first=resumed_after < 0)
         aug = AugmentConfig(mask_prob=self.cfg.mask_prob)
         start = 0
         for size, epochs in self.cfg.schedule:
@@ -401,6 +429,22 @@ class Trainer:
         return TrainingInterruptedError(f"interrupted: {kept} kept in {where}; continue with the same command "
                                    "plus --resume")
 
+    def _start_model_ages(self, model: keras.Model, first: bool) -> None:
+        """Age targets where the data has none: the start model's own apparent age, computed once
+        before the first step (RUN/start_ages.npy, so a resumed run keeps the same targets)."""
+        path = self.run / "start_ages.npy"
+        if path.is_file():
+            ages = np.load(path)
+        elif not first:
+            raise UserError(f"{path} is missing: the age targets of this run are gone; start afresh with --force")
+        else:
+            size, idx = self.cfg.schedule[0][0], np.arange(len(self.cache.meta))
+            ages = np.concatenate([predict_outputs(model, eval_arrays(self.cache, idx[i:i + 256], size, False,
+                                                                      region=self.cfg.face_region))[1]
+                                   for i in range(0, len(idx), 256)]).astype(np.float32)
+            np.save(path, ages)
+        self.targets.age = np.where(np.isfinite(self.targets.age), self.targets.age, ages).astype(np.float32)
+
     @property
     def feature_dim(self) -> int:
         """The training-only feature head's width: faceres' feature when it is distilled."""
@@ -445,8 +489,8 @@ class Trainer:
             acc, rf, rm = balanced_accuracy(self.y_val[adult], p[adult])
             tag = "val_masked" if masked else "val"
             out[f"{tag}_acc"], out[f"{tag}_recall_f"], out[f"{tag}_recall_m"] = acc, rf, rm
-            if age is not None:
-                known = np.isfinite(self.age_val)
+            known = np.isfinite(self.age_val)
+            if age is not None and known.any():
                 out[f"{tag}_age_mae"] = float(np.abs(age[known] - self.age_val[known]).mean())
                 child = ~adult & known
                 if child.any():  # how well the age gate would work at 13 years

@@ -1,9 +1,9 @@
 """Start the local web app: upload images and videos, or use the browser's webcam.
 
 Examples:
-  python -m realtime.web                          http://127.0.0.1:7860/ (this computer only)
-  python -m realtime.web --port 8000 --model models/gender_vgg16_int8.tflite
-  python -m realtime.web --host 0.0.0.0           reachable from the network: no login, read docs/web.md
+  face-gender-web                          http://127.0.0.1:7860/ (this computer only)
+  face-gender-web --port 8000 --model models/gender_vgg16_int8.tflite
+  face-gender-web --host 0.0.0.0             reachable from the network: no login (see the README, 'Web app')
 
 Exit status: 0 after Ctrl-C, 2 on unusable settings (one `error:` line on stderr).
 """
