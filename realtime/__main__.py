@@ -38,7 +38,7 @@ from .detection import BACKENDS
 from .errors import UserError
 from .live import DEFAULT_CAPTURES
 from .paths import GENDER_MODEL
-from .serve import DEFAULT_HOST, DEFAULT_MAX_VIEWERS, TOKEN_ENV, parse_serve, serve_options
+from .serve import DEFAULT_HOST, DEFAULT_MAX_VIEWERS, MAX_FPS, TOKEN_ENV, parse_serve, serve_options
 from .sources import ReconnectPolicy
 
 if TYPE_CHECKING:
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "non-loopback addresses)")
     g.add_argument("--serve-max-viewers", type=positive_int, default=DEFAULT_MAX_VIEWERS, metavar="N",
                    help=f"streaming viewers at once; more get HTTP 429 (default {DEFAULT_MAX_VIEWERS})")
+    g.add_argument("--serve-fps", type=positive_float, default=MAX_FPS, metavar="N",
+                   help=f"frames and events a second sent to viewers, whatever the pipeline's rate: each frame "
+                        f"sent is JPEG-encoded once for all viewers (default {MAX_FPS:g})")
     g = p.add_argument_group("privacy")
     g.add_argument("--blur", action="store_true",
                    help="blur every face (with a margin) in everything shown and written: window, video, "
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             observer=observe if (summary is not None or lines_only) else None,
             mirror=args.mirror, blur=args.blur or args.privacy, privacy=args.privacy, captures=args.snapshots,
             camera_size=args.camera_size, camera_fps=args.camera_fps,
-            serve=serve_options(args.serve, args.serve_token, args.serve_max_viewers) if args.serve else None,
+            serve=(serve_options(args.serve, args.serve_token, args.serve_max_viewers, args.serve_fps)
+                   if args.serve else None),
         )
         try:
             stats = run(config)

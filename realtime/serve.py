@@ -6,15 +6,17 @@ laptop on the same network, with the standard library only (the runtime install 
   /             the page: the stream, FPS, faces now, distinct tracks by label, a snapshot button
   /stream.mjpg  the annotated frames as MJPEG (multipart/x-mixed-replace; every browser plays it)
   /frame.jpg    the latest annotated frame
-  /events       Server-Sent Events: one ``frame`` event per processed frame (the ``--jsonl`` record
-                plus live counts) and ``end`` when the run stops
+  /events       Server-Sent Events: ``frame`` events with the newest frame's ``--jsonl`` record plus
+                live counts (up to ``--serve-fps`` a second; ``--jsonl`` keeps every frame), and
+                ``end`` when the run stops
   /stats.json   the latest counts
 
 It never slows the pipeline: the run only hands over a reference to each annotated frame
-(:meth:`FrameHub.publish`); a frame is JPEG-encoded at most once, in a server thread, and only when
-a viewer asks for it; every viewer gets the newest frame and a slow one skips frames (nothing
-queues). Safe by default: loopback unless told otherwise, a token on any other address, the web
-app's host and same-origin rules (``realtime.httpguard``), read-only, a bounded number of viewers.
+(:meth:`FrameHub.publish`); a frame is JPEG-encoded at most once, in a server thread, only when a
+viewer asks for it, and at most ``--serve-fps`` times a second however fast the pipeline runs;
+every viewer gets the newest frame and a slow one skips frames (nothing queues). Safe by default:
+loopback unless told otherwise, a token on any other address, the web app's host and same-origin
+rules (``realtime.httpguard``), read-only, a bounded number of viewers.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_VIEWERS = 5
 JPEG_QUALITY = 75
 MAX_SIDE = 960  # larger frames are downscaled for viewers (a phone screen gains nothing from more)
+MAX_FPS = 25.0  # frames and events a second sent to viewers, whatever the pipeline's rate
 KEEPALIVE_S = 10.0  # an SSE comment this often, so proxies and phones keep the connection open
 BOUNDARY = "frame"
 
@@ -59,6 +62,7 @@ class ServeOptions:
     max_viewers: int = DEFAULT_MAX_VIEWERS
     quality: int = JPEG_QUALITY
     max_side: int = MAX_SIDE
+    max_fps: float = MAX_FPS
 
     @property
     def loopback(self) -> bool:
@@ -80,14 +84,15 @@ def parse_serve(text: str) -> tuple[str, int]:
     return host, number
 
 
-def serve_options(host_port: tuple[str, int], token: str | None, max_viewers: int) -> ServeOptions:
+def serve_options(host_port: tuple[str, int], token: str | None, max_viewers: int,
+                  max_fps: float = MAX_FPS) -> ServeOptions:
     """Options of a ``--serve`` run: a token from ``--serve-token``, the environment, or a new random
     one on any address other than loopback."""
     host, port = host_port
     token = token or os.environ.get(TOKEN_ENV) or None
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(18)
-    return ServeOptions(host=host, port=port, token=token, max_viewers=max_viewers)
+    return ServeOptions(host=host, port=port, token=token, max_viewers=max_viewers, max_fps=max_fps)
 
 
 class FrameHub:
@@ -99,6 +104,7 @@ class FrameHub:
         self._image: np.ndarray | None = None
         self._seq = 0
         self._jpeg: tuple[int, bytes] | None = None
+        self._jpeg_at = 0.0
         self._record: dict[str, Any] | None = None
         self._record_fn: Callable[[], dict[str, Any]] | None = None
         self.ended = False
@@ -143,11 +149,13 @@ class FrameHub:
             return self._seq
 
     def jpeg(self) -> tuple[int, bytes] | None:
-        """The newest frame as JPEG, encoded once however many viewers ask."""
+        """The newest frame as JPEG, encoded once however many viewers ask, and at most
+        ``max_fps`` times a second (in between, the last encoded frame)."""
         with self._cond:
             if self._image is None:
                 return None
-            if self._jpeg is not None and self._jpeg[0] == self._seq:
+            fresh = time.monotonic() - self._jpeg_at < 1.0 / self.options.max_fps
+            if self._jpeg is not None and (self._jpeg[0] == self._seq or (fresh and not self.ended)):
                 return self._jpeg
             seq, image = self._seq, self._image
         side = max(image.shape[:2])
@@ -159,8 +167,8 @@ class FrameHub:
             return None
         encoded = (seq, buf.tobytes())
         with self._cond:
-            if self._seq == seq:
-                self._jpeg = encoded
+            if self._jpeg is None or self._jpeg[0] < seq:
+                self._jpeg, self._jpeg_at = encoded, time.monotonic()
         return encoded
 
     def event(self) -> dict[str, Any]:
@@ -307,13 +315,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self._security_headers()
             self.end_headers()
-            seq = 0
+            sent = 0
+            pause = 0.5 / self.hub.options.max_fps
             while not self.hub.ended:
-                seq = self.hub.wait(seq, KEEPALIVE_S)
+                self.hub.wait(sent, KEEPALIVE_S)
                 encoded = self.hub.jpeg()
-                if encoded is None:
+                if encoded is None or encoded[0] == sent:
+                    time.sleep(pause)  # no newer frame yet, or not due yet (max_fps)
                     continue
-                seq = encoded[0]
+                sent = encoded[0]
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                  f"{len(encoded[1])}\r\n\r\n".encode() + encoded[1] + b"\r\n")
                 self.wfile.flush()
@@ -329,7 +339,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._security_headers()
             self.end_headers()
             seq = 0
+            interval = 1.0 / self.hub.options.max_fps
             while True:
+                time.sleep(interval)  # at most max_fps events a second: the newest frame's record
                 newest = self.hub.wait(seq, KEEPALIVE_S)
                 if self.hub.ended:
                     self.wfile.write(f"event: end\ndata: {json.dumps(self.hub.stats())}\n\n".encode())
