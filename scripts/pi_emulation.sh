@@ -10,7 +10,8 @@
 #   6. the project copied into it (git ls-files + models), /proc, /sys, /dev mounted, and a
 #      synthetic /proc/cpuinfo of the chosen core bound over /proc/cpuinfo
 #   7. scripts/setup_pi.sh inside (apt step, fresh venv, pinned wheels, self-check)
-#   8. the demo clip with --detector-backend auto, then the mediapipe backend: it must refuse with
+#   8. the demo clip with --detector-backend auto; the demo with --serve on loopback, one frame and one
+#      event fetched inside; then the mediapipe backend: it must refuse with
 #      one error line on the cortex-a72 (no atomics) and match the x86 run on the cortex-a76
 #   9. checks: every frame written, valid JSONL, labels agree with the x86 run on >= 95 % of faces
 #
@@ -460,6 +461,65 @@ sed 's/^/   | /' "$host_out/demo_auto.log" >&2
 [ "$demo_rc" -eq 0 ] || fail "python -m realtime failed in the emulated $cpu (exit $demo_rc; log: $host_out/demo_auto.log)"
 end
 
+# The live view a headless Pi serves (--serve on loopback): one frame and one event, fetched inside.
+begin "8/9 demo clip with --serve 127.0.0.1 (QEMU_CPU=$cpu)" serve
+serve_rc=0
+# (Not through run_waiting: a job started with & would read /dev/null instead of the script below.)
+timeout --kill-after=30 "$RUN_TIMEOUT_S" env -i "${chroot_env[@]}" chroot "$rootfs" \
+  bash -c "$CD_AND_RUN" serve "$PROJECT_DIR" "$vpy" - "$DEMO_CLIP" >"$host_out/serve.json" 2>"$host_out/serve.log" <<'PY' \
+  || serve_rc=$?
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+proc = subprocess.Popen([sys.executable, "-m", "realtime", "--source", sys.argv[1], "--loop", "--no-display",
+                         "--no-progress", "--serve", f"127.0.0.1:{port}"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+base, result, started = f"http://127.0.0.1:{port}", {"ok": False}, time.monotonic()
+try:
+    while time.monotonic() - started < 600:
+        if proc.poll() is not None:
+            result["error"] = "the run ended early"
+            break
+        try:
+            with urllib.request.urlopen(base + "/frame.jpg", timeout=60) as resp:
+                jpeg = resp.read()
+        except OSError:
+            time.sleep(1)
+            continue
+        event = {}
+        with urllib.request.urlopen(base + "/events", timeout=300) as resp:
+            for line in resp:
+                if line.startswith(b"data: "):
+                    event = json.loads(line[6:])
+                    break
+        result.update(seconds_to_first_frame=round(time.monotonic() - started, 1), frame_bytes=len(jpeg),
+                      frame_is_jpeg=jpeg[:2] == b"\xff\xd8", event_keys=sorted(event),
+                      event_faces=len(event.get("faces", [])))
+        result["ok"] = result["frame_is_jpeg"] and {"frame", "faces", "live"} <= set(event)
+        break
+finally:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    result["exit_status_after_ctrl_c"] = proc.returncode
+    sys.stderr.write(proc.stderr.read()[-2000:])
+print(json.dumps(result))
+PY
+sed 's/^/   | /' "$host_out/serve.log" >&2
+sed 's/^/   serve: /' "$host_out/serve.json" >&2
+end
+
 if [ "$cpu" = cortex-a72 ]; then
   begin "8/9 --detector-backend mediapipe must refuse (no atomics)" mediapipe
   mp_rc=0
@@ -656,13 +716,19 @@ else:
         mediapipe.update(run_result("mediapipe", "mediapipe", borderline_ok=True))
         if mediapipe["backend"] != "mediapipe":
             errors.append(f"mediapipe: the log says the backend was {mediapipe['backend']}")
+try:
+    serve = json.loads((out / "serve.json").read_text())
+except (OSError, ValueError):
+    serve = {"ok": False, "error": "no result"}
+if not serve.get("ok") or serve.get("exit_status_after_ctrl_c") != 130:
+    errors.append(f"--serve: expected a JPEG frame, a JSON event and exit status 130 after Ctrl-C, got {serve}")
 versions = json.loads((out / "versions.json").read_text())
 expect_atomics = cpu != "cortex-a72"
 if versions.get("hwcap_atomics") != expect_atomics or versions.get("hwcap2_sme"):
     errors.append(f"the emulated CPU is not a {cpu} (HWCAP atomics={versions.get('hwcap_atomics')}, "
                   f"SME={versions.get('hwcap2_sme')}): is QEMU_CPU ignored?")
 summary = {"cpu": cpu, "input_frames": input_frames, "auto": auto, "mediapipe_backend": mediapipe,
-           "arm64": versions, "ok": not errors, "errors": errors}
+           "serve": serve, "arm64": versions, "ok": not errors, "errors": errors}
 Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
 for e in errors:
     print(f"   check failed: {e}", file=sys.stderr)
@@ -696,7 +762,7 @@ s.update({
     "host": {"qemu": qemu, "kernel": kernel, "machine": machine, "commit": commit},
 })
 order = ["cpu", "board", "qemu_cpu", "ok", "errors", "seconds", "input_frames", "auto", "mediapipe_backend",
-         "arm64", "rootfs", "setup_pi_args", "pip_source", "host"]
+         "serve", "arm64", "rootfs", "setup_pi_args", "pip_source", "host"]
 print(json.dumps({k: s[k] for k in order if k in s}, indent=2))
 PY
 )"

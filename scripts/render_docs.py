@@ -350,7 +350,55 @@ def finetune_own_faces() -> str:
     return "\n".join(lines) + "\n"
 
 
+def serve_fps() -> str:
+    """What ``--serve`` costs the default pipeline (scripts/serve_bench.py fps)."""
+    r = load("serve_fps.json")
+    lines = [f"`{r['command']}` on {machine(r)}, source `{r['source']}` (`--sync`, the shipped model), each "
+             "configuration run in turns and its median kept:", "",
+             "| run | FPS (median) | vs no `--serve` | peak RSS |", "|---|---|---|---|"]
+    for name, row in r["rows"].items():
+        lines.append(f"| {name} | {row['fps_median']:.0f} | {100 * (row['fps_vs_no_serve'] - 1):+.1f} % | "
+                     f"{row['rss_mb_peak_median']:.0f} MB |")
+    return "\n".join(lines) + "\n"
+
+
+def serve_soak() -> str:
+    """A long ``--serve`` run with viewers coming and going (scripts/serve_bench.py soak)."""
+    r = load("serve_soak.json")
+    samples = r["samples"]
+    threads = sorted({s["threads"] for s in samples if s.get("threads") is not None})
+    fds = sorted({s["fds"] for s in samples if s.get("fds") is not None})
+    left = r["after_viewers_left"]
+    return (f"`{r['command']}` on {machine(r)}: {r['minutes']:g} minutes, {r['viewer_connections']} viewer "
+            f"connections (MJPEG and events, 0 to 5 at a time). RSS {r['rss_mb_minute_1']:.1f} MB in minute 1, "
+            f"{r['rss_mb_last_minute']:.1f} MB in the last minute; threads {threads[0]}–{threads[-1]} and open "
+            f"files {fds[0]}–{fds[-1]} while viewers came and went, {left['threads']} threads and {left['fds']} "
+            f"open files once they had all left; SIGTERM ended the run with exit status "
+            f"{r['exit_status_on_sigterm']}.\n")
+
+
+def teachers() -> str:
+    """The teachers and their combinations on UTKFace validation and the web portraits."""
+    r = load("teachers.json")
+    names = ["faceres", "agegender", "cydral", "shipped"]
+    keep = [*names, "mean(" + "+".join(names[:3]) + ")", "mean(" + "+".join(names) + ")",
+            "mean(faceres+cydral+shipped)", "mean(agegender+shipped)"]
+    lines = [f"`python scripts/teacher_table.py` on {machine(r)}; balanced accuracy at 0.5 (female / male recall). "
+             f"Validation: {r['val']['set']}. Web: {r['web']['set']}.", "",
+             "| teacher or mean of logits | UTKFace validation | web portraits |", "|---|---|---|"]
+    for key in keep:
+        v, w = r["val"]["rows"].get(key), r["web"]["rows"].get(key)
+        if v and w:
+            lines.append(f"| {key} | {_pct(v['balanced_accuracy'])} ({_pct(v['recall_female'])} / "
+                         f"{_pct(v['recall_male'])}) | {_pct(w['balanced_accuracy'])} ({_pct(w['recall_female'])} / "
+                         f"{_pct(w['recall_male'])}) |")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "serve-fps": serve_fps,
+    "serve-soak": serve_soak,
+    "teachers": teachers,
     "finetune-own-faces": finetune_own_faces,
     "vgg-macs": vgg_macs,
     "pi-estimate": pi_estimate,
