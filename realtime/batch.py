@@ -260,6 +260,11 @@ def _worker_main(wid: int, inbox: Any, outbox: Any, verbose: bool) -> None:
     setup_logging(verbose)
     if not verbose:
         logging.getLogger().setLevel(logging.ERROR)
+        from .native import filter_native_stderr
+
+        # Before any thread (the queues' feeders): LiteRT's "Created TensorFlow Lite XNNPACK delegate"
+        # and FFmpeg's notes stay off the terminal even once the worker has threads (-v keeps them).
+        filter_native_stderr()
     while True:
         task = inbox.get()
         if task is None:

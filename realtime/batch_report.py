@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .overlay import hex_colour
 from .summary import LABELS, TRACK_NOTE
 
 log = logging.getLogger(__name__)
 
-COLOURS = {"female": "#c2185b", "male": "#1565c0", "uncertain": "#9e9e9e"}
+COLOURS = {label: hex_colour(label) for label in ("female", "male", "uncertain")}  # the overlay's colours
 FILES = "report_files"
 
 
@@ -114,8 +115,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}table{border-collapse:col
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}
 th{background:#f3f3f3}.num{text-align:right}.failed{color:#b00020}.note{color:#555;font-size:14px}
 img.plot{max-width:100%;border:1px solid #ddd}img.thumb{width:240px;border:1px solid #ddd}
-.female{color:#c2185b}.male{color:#1565c0}.uncertain{color:#757575}
-"""
+""" + "".join(f".{label}{{color:{colour}}}" for label, colour in COLOURS.items()) + "\n"
 
 
 def write_report(output: Path, aggregate: dict[str, Any]) -> Path:

@@ -19,6 +19,12 @@ COLOURS = {  # BGR
     "uncertain": (170, 170, 170),
     "pending": (90, 200, 255),
 }
+
+
+def hex_colour(label: str) -> str:
+    """A label's overlay colour as CSS hex (``#rrggbb``): reports and pages use the overlay's colours."""
+    b, g, r = COLOURS[label]
+    return f"#{r:02x}{g:02x}{b:02x}"
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 

@@ -123,5 +123,9 @@ class Tracker:
         track.pending = False
         return track
 
-    def reset(self) -> None:
+    def reset(self, restart_ids: bool = False) -> None:
+        """Forget every track; ``restart_ids``: number new tracks from 1 again (unrelated pictures,
+        such as the web app's uploads; a folder run keeps counting, so its ids stay distinct)."""
         self.tracks.clear()
+        if restart_ids:
+            self._next_id = 1

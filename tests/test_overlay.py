@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,15 @@ def test_text_shadow_sits_under_the_text(thickness: int) -> None:
     inked = np.flatnonzero((np.abs(image.astype(int) - 90).sum(axis=2) > 30).any(axis=0))
     (width, _), _ = cv2.getTextSize(text, FONT, scale, thickness)
     assert inked.size and inked[0] >= 10 - 2 and inked[-1] <= 10 + width + 3
+
+
+def test_reports_and_pages_use_the_overlay_colours() -> None:
+    """The batch report and the live view page colour labels as the overlay draws them."""
+    from realtime.batch_report import COLOURS as REPORT
+    from realtime.overlay import COLOURS as BGR
+
+    css = (Path(__file__).resolve().parent.parent / "realtime" / "static" / "serve.css").read_text()
+    for label in ("female", "male"):
+        b, g, r = BGR[label]
+        assert REPORT[label] == f"#{r:02x}{g:02x}{b:02x}"
+        assert f"--{label}: {REPORT[label]}" in css

@@ -129,6 +129,10 @@ def test_several_images_make_a_gallery(client: TestClient, face_image: np.ndarra
     if web_model.name == "colour.tflite":
         assert [items[0]["faces"][0]["label"], items[1]["faces"][0]["label"]] == ["female", "male"]
     assert items[2]["faces"] == [] and items[2]["message"] == "No faces found in this image."
+    # each upload is its own picture: its faces are numbered from 1, whatever came before
+    assert items[0]["faces"][0]["track_id"] == 1 and items[1]["faces"][0]["track_id"] == 1
+    again = upload(client, ("again.jpg", jpeg_bytes(face_image), "image/jpeg")).json()["items"][0]
+    assert again["faces"][0]["track_id"] == 1
 
 
 def test_corrupt_image_gives_a_clear_error(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:

@@ -104,6 +104,7 @@ def test_upload_images_shows_gallery_with_face_tables(page: sync_api.Page, serve
     cv2.imwrite(str(empty), np.full((240, 320, 3), (180, 200, 210), np.uint8))
     page.goto(server)
     page.wait_for_selector("#limits:has-text('up to 50 MB')")
+    assert not page.locator("#clear").is_visible()  # nothing to clear on the empty page
     page.set_input_files("#files", [str(group), str(empty)])
     page.wait_for_selector(".card:nth-child(2) .message", timeout=60_000)
     first = page.locator(".card").nth(0)

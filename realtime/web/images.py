@@ -41,7 +41,7 @@ class StillImages:
             self.pipeline.blur = blur
             image = decode_upload(name, fileobj.read(), self.settings.max_image_pixels)
             frame = Frame(0, 0.0, image, name)
-            self.pipeline.new_source_item()
+            self.pipeline.tracker.reset(restart_ids=True)  # each upload is its own picture: ids from 1
             faces = self.pipeline.process(frame)
             data_url = jpeg_data_url(self.pipeline.annotate(frame, faces))
             height, width = image.shape[:2]
