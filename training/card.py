@@ -121,6 +121,40 @@ def group_tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def teachers_section(dist: dict | None) -> list[str]:
+    """What the model learned from: the teachers (``training teach``) and the label cleaning."""
+    if not dist:
+        return []
+    from .teachers import TEACHER_INFO
+
+    used = dist.get("teachers", [])
+    files = dist.get("teacher_files", {})
+    lines = ["", "## Teachers", "",
+             "The student (this VGG16) learned from face-pretrained models that ship inside npm and PyPI "
+             "packages, run once over every training crop (`python -m training teach`), as well as from the labels. "
+             f"Gender target: {dist['teacher_weight']:.2f} × the mean of the teachers' logits + "
+             f"{1 - dist['teacher_weight']:.2f} × the label; the student saw masked, blurred, small, turned and "
+             "re-framed versions of each face while its targets came from the clean crop.", "",
+             "| teacher | package and files | licence | gives the student | ms per face (teach) |",
+             "|---|---|---|---|---|"]
+    for name, (package, licence, gives) in TEACHER_INFO.items():
+        role = gives if name in used else ("label cleaning only" if name in dist.get("cleaning_teachers", [])
+                                           else "not used")
+        if name == "faceres" and name not in used and dist.get("feature_weight"):
+            role = "its face feature (cosine loss) and age; label cleaning"
+        ms = (files.get(name) or {}).get("ms_per_face")
+        lines.append(f"| {name} | {package} | {licence} | {role} | {'–' if ms is None else f'{ms:.1f}'} |")
+    changed = dist.get("labels_changed", {})
+    flagged = dist.get("flagged", {})
+    lines += ["", f"**Labels changed.** Where {' and '.join(dist.get('cleaning_teachers', []))} both contradict the "
+              f"label with p ≥ {dist.get('clean_threshold')}, the training label was flipped: "
+              f"{changed.get('train', 0)} train and {changed.get('val', 0)} validation labels. The test split kept "
+              f"its labels ({flagged.get('test', 0)} of its faces are flagged by the same rule; see the second "
+              "line above). AgeGenderNet was trained partly on UTKFace, so its agreement with a UTKFace label "
+              "was not used as evidence."]
+    return lines
+
+
 def threshold_note(m: dict) -> str:
     """How the threshold was set, as the exporter recorded it (older metadata: chosen on validation)."""
     rule = (m.get("validation_choices") or {}).get("threshold_rule", "")
@@ -296,6 +330,13 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
         "",
         group_tables(m["test_masked_by_group"]),
     ]
+    unflagged = m.get("test_without_teacher_flagged")
+    if unflagged:
+        lines += ["", f"**Test with teacher-flagged faces excluded** (a second line, not the headline): the "
+                  f"{unflagged['excluded']} test faces whose label {unflagged['rule']} are left out: unmasked "
+                  f"{pct(unflagged['test']['accuracy'])} (balanced {pct(unflagged['test']['balanced_accuracy'])}, "
+                  f"n = {unflagged['test']['n']}), synthetic masks {pct(unflagged['test_masked']['accuracy'])}."]
+    lines += teachers_section(meta.get("distillation"))
     lines += v2_sections(m)
     if meta.get("child_age") and not m.get("test_age"):
         lines += ["", "### Apparent age and the child gate", "",

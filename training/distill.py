@@ -123,3 +123,12 @@ def build_targets(cache: Cache, folder: Path, teachers: tuple[str, ...] = DEFAUL
              "%s", ", ".join(teachers), teacher_weight, " and ".join(CLEANING_TEACHERS), clean_threshold,
              report["labels_changed"])
     return Targets(labels, target, age, feat, flags, report)
+
+
+def teacher_flags(cache: Cache, folder: Path, threshold: float = 0.9) -> np.ndarray | None:
+    """Teacher-flagged faces of ``cache`` (see :func:`flagged_faces`), or None without the cleaning
+    teachers' cached outputs."""
+    tc = TeacherCache(folder, len(cache.meta))
+    if not all(tc.has(n) for n in CLEANING_TEACHERS):
+        return None
+    return flagged_faces(cache.labels(), {n: 1.0 - tc.p_male(n) for n in CLEANING_TEACHERS}, threshold)

