@@ -245,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
     tmp = meta_path.with_suffix(".partial")
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(meta_path)
+    flagged = write_flagged(cache, out)
+    if flagged is not None:
+        log.info("%d faces whose label faceres and cydral both contradict with p >= 0.9 (train/val labels that "
+                 "`train --teacher-cache` flips; test labels never change): the most confident 48 are on %s, all "
+                 "in %s", flagged, out.folder / "flagged.jpg", out.folder / "flagged.json")
     summary = {name: _agreement(cache, out, name) for name in teachers if out.has(name)}
     log.info("teachers cached in %s; accuracy against the cache's labels (ages >= 13): %s", out.folder,
              json.dumps(summary))
@@ -258,3 +263,36 @@ def _agreement(cache: Cache, out: TeacherCache, name: str) -> float | None:
     p = out.p_male(name)
     ok = keep & np.isfinite(p)
     return round(float(((p[ok] >= 0.5) == y_male[ok]).mean()), 4) if ok.any() else None
+
+
+SHEET = 48
+
+
+def write_flagged(cache: Cache, out: TeacherCache, threshold: float = 0.9) -> int | None:
+    """The teacher-flagged faces (training.distill.flagged_faces): ``flagged.json`` (all, most
+    confident first) and ``flagged.jpg``, a contact sheet of the first 48 for a person to check
+    (captioned ``label -> teachers' answer`` with the cleaning teachers' lower confidence)."""
+    from realtime.files import write_text_atomic
+    from realtime.overlay import contact_sheet
+    from realtime.sinks import write_image_atomic
+
+    from .distill import CLEANING_TEACHERS, flagged_faces
+
+    if not all(out.has(n) for n in CLEANING_TEACHERS):
+        return None
+    labels = cache.labels()
+    p_f = {n: 1.0 - out.p_male(n) for n in CLEANING_TEACHERS}
+    flags = np.flatnonzero(flagged_faces(labels, p_f, threshold))
+    sure = np.min([np.where(labels[flags] == 1, 1.0 - p_f[n][flags], p_f[n][flags]) for n in CLEANING_TEACHERS],
+                  axis=0)
+    rank = np.argsort(-sure)
+    names = ("male", "female")
+    rows = [{"index": int(i), "file": cache.meta[i]["file"], "split": cache.meta[i]["split"],
+             "label": names[labels[i]], "teachers": names[1 - labels[i]], "confidence": round(float(c), 4),
+             **{f"{n}_p_female": round(float(p_f[n][i]), 4) for n in CLEANING_TEACHERS}}
+            for i, c in zip(flags[rank], sure[rank], strict=True)]
+    write_text_atomic(out.folder / "flagged.json", json.dumps(rows, indent=1))
+    tiles = [(cache.view(r["index"]), r["teachers"], f"{r['label']} -> {r['teachers']} {r['confidence']:.2f}\n"
+              f"{Path(r['file']).name}") for r in rows[:SHEET]]
+    write_image_atomic(out.folder / "flagged.jpg", contact_sheet(tiles))
+    return len(rows)
