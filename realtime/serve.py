@@ -297,11 +297,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, encoded[1], "image/jpeg",
                    {"Content-Disposition": 'inline; filename="face-gender-frame.jpg"'})
 
-    def _streaming(self, body: Callable[[], None]) -> None:
+    def _streaming(self, content_type: str, body: Callable[[], None]) -> None:
+        """A long response (one viewer while it lasts): refused beyond the viewer limit."""
         if not self.hub.enter():
             self._error(429, f"{self.hub.options.max_viewers} viewers are watching already; try again later")
             return
         try:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self._security_headers()
+            self.end_headers()
             body()
         finally:
             self.hub.leave()
@@ -309,12 +316,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self) -> None:
         def body() -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Connection", "close")
-            self._security_headers()
-            self.end_headers()
             sent = 0
             pause = 0.5 / self.hub.options.max_fps
             while not self.hub.ended:
@@ -328,16 +329,10 @@ class _Handler(BaseHTTPRequestHandler):
                                  f"{len(encoded[1])}\r\n\r\n".encode() + encoded[1] + b"\r\n")
                 self.wfile.flush()
 
-        self._streaming(body)
+        self._streaming(f"multipart/x-mixed-replace; boundary={BOUNDARY}", body)
 
     def _events(self) -> None:
         def body() -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Connection", "close")
-            self._security_headers()
-            self.end_headers()
             seq = 0
             interval = 1.0 / self.hub.options.max_fps
             while True:
@@ -354,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(f"event: frame\ndata: {json.dumps(self.hub.event())}\n\n".encode())
                 self.wfile.flush()
 
-        self._streaming(body)
+        self._streaming("text/event-stream", body)
 
 
 class _Server(ThreadingHTTPServer):
