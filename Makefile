@@ -32,6 +32,7 @@ demo: install
 	@echo "wrote out/demo_annotated.mp4 and out/demo.jsonl"
 
 test: install-dev
+	@bash scripts/system_deps.sh --with-chromium >/dev/null 2>&1 || echo "note: Chromium could not be installed (needs apt and root or sudo): the browser tests will be skipped"
 	$(PY) -m pytest -q
 
 lint: install-dev

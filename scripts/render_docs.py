@@ -395,7 +395,16 @@ def teachers() -> str:
     return "\n".join(lines) + "\n"
 
 
+def setup() -> str:
+    """`make test`'s time and the size of .venv (scripts/measure_setup.py)."""
+    r = load("setup.json")
+    return (f"Measured by `python3 scripts/measure_setup.py` on {machine(r)}, a warm checkout: `make test` took "
+            f"{r['wall_s'] / 60:.1f} min ({r['pytest_summary']}), and `.venv` with every extra installed holds "
+            f"{r['venv_mb'] / 1024:.1f} GB.\n")
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "setup": setup,
     "serve-fps": serve_fps,
     "serve-soak": serve_soak,
     "teachers": teachers,
