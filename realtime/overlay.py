@@ -38,6 +38,7 @@ class FaceView:
     track_id: int | None = None
     reason: str | None = None  # why the label is "uncertain" ("child")
     apparent_age: float | None = None
+    lean: str | None = None  # an uncertain face: the label its probability points to (confidence is that one's)
 
 
 def text_scale(height: int) -> tuple[float, int]:
@@ -66,11 +67,14 @@ def ink_for(background: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def caption(face: FaceView) -> str:
-    """``female 0.93``; ``uncertain (child)``; ``...`` while a face waits for its first result."""
+    """``female 0.93``; ``male? 0.70`` for an uncertain face that leans male (0.70 is its probability
+    of male); ``uncertain (child)``; ``...`` while a face waits for its first result."""
     if face.label is None:
         return "..."
     if face.reason:
         return f"{face.label} ({face.reason})"
+    if face.lean and face.confidence is not None:
+        return f"{face.lean}? {face.confidence:.2f}"
     return face.label if face.confidence is None else f"{face.label} {face.confidence:.2f}"
 
 

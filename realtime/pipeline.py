@@ -113,7 +113,10 @@ class FaceResult:
 
     def view(self) -> FaceView:
         conf = None if self.p_female is None else max(self.p_female, 1 - self.p_female)
-        return FaceView(self.box, self.label, conf, self.track_id, self.reason, self.apparent_age)
+        lean = None
+        if self.label == "uncertain" and not self.reason and self.p_female is not None:
+            lean = "female" if self.p_female >= 0.5 else "male"
+        return FaceView(self.box, self.label, conf, self.track_id, self.reason, self.apparent_age, lean)
 
 
 @dataclass

@@ -128,3 +128,17 @@ def test_reports_and_pages_use_the_overlay_colours() -> None:
         b, g, r = BGR[label]
         assert REPORT[label] == f"#{r:02x}{g:02x}{b:02x}"
         assert f"--{label}: {REPORT[label]}" in css
+
+
+def test_an_uncertain_face_says_which_way_it_leans() -> None:
+    """"uncertain 0.70" did not say which label 0.70 belonged to: the caption names it."""
+    from realtime.pipeline import FaceResult
+
+    face = FaceResult(1, (0, 0, 10, 10), 0.9, "uncertain", 0.3, (0, 0, 10, 10))
+    assert caption(face.view()) == "male? 0.70"
+    face.p_female = 0.58
+    assert caption(face.view()) == "female? 0.58"
+    face.reason = "child"
+    assert caption(face.view()) == "uncertain (child)"
+    sure = FaceResult(2, (0, 0, 10, 10), 0.9, "female", 0.93, (0, 0, 10, 10))
+    assert caption(sure.view()) == "female 0.93" and sure.view().lean is None

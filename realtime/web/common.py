@@ -175,7 +175,8 @@ def face_json(face: FaceResult) -> dict[str, Any]:
     ``pending`` while a live face waits for its first classification."""
     view = face.view()
     conf = None if view.confidence is None else round(view.confidence, 4)
-    return {**face.record(), "confidence": conf, "caption": caption(view), "pending": face.label is None}
+    return {**face.record(), "confidence": conf, "lean": view.lean, "caption": caption(view),
+            "pending": face.label is None}
 
 
 def jpeg_data_url(image: np.ndarray, quality: int = 90) -> str:

@@ -29,6 +29,11 @@ function colourOf(label) {
   return colours[label || "pending"] || colours.uncertain || "#aaaaaa";
 }
 
+// An uncertain face shows which way it leans: "male? 0.70" (0.70 is its probability of male).
+function leaning(f) {
+  return f.lean ? `${f.lean}? ${conf(f.confidence)}` : conf(f.confidence);
+}
+
 function labelCell(label) {
   return el("td", {}, el("span", { class: "chip", style: { background: colourOf(label) } }), label || "…");
 }
@@ -139,7 +144,7 @@ function renderImage(body, item) {
   const rows = item.faces.map((f, i) => el("tr", {},
     el("td", { text: String(i + 1) }),
     labelCell(f.label),
-    el("td", { text: conf(f.confidence) }),
+    el("td", { text: leaning(f) }),
     el("td", { text: f.box.join(", ") }),
     el("td", { text: f.detector_score.toFixed(2) })));
   body.append(facesTable(["#", "Label", "Confidence", "Box x, y, w, h", "Detector"], rows));
@@ -318,7 +323,7 @@ function showLive(reply) {
   const table = $("#cam-faces");
   table.hidden = false;
   table.tBodies[0].replaceChildren(...reply.faces.map((f) => el("tr", {},
-    el("td", { text: String(f.track_id) }), labelCell(f.pending ? null : f.label), el("td", { text: conf(f.confidence) }),
+    el("td", { text: String(f.track_id) }), labelCell(f.pending ? null : f.label), el("td", { text: leaning(f) }),
     el("td", { text: f.box.join(", ") }))));
 }
 
