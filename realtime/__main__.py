@@ -32,12 +32,10 @@ from .cli import (
     prog_name,
     report_user_error,
     setup_logging,
-    unit_float,
 )
-from .detection import BACKENDS
+from .config import add_pipeline_args, pipeline_kwargs
 from .errors import UserError
 from .live import DEFAULT_CAPTURES
-from .paths import GENDER_MODEL
 from .serve import DEFAULT_HOST, DEFAULT_MAX_VIEWERS, MAX_FPS, TOKEN_ENV, parse_serve, serve_options
 from .sources import ReconnectPolicy
 
@@ -85,36 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"frames and events a second sent to viewers, whatever the pipeline's rate: each frame "
                         f"sent is JPEG-encoded once for all viewers (default {MAX_FPS:g})")
     g = p.add_argument_group("privacy")
-    g.add_argument("--blur", action="store_true",
-                   help="blur every face (with a margin) in everything shown and written: window, video, "
-                        "images, snapshots, contact sheet; labels stay")
-    g.add_argument("--privacy", action="store_true",
-                   help="--blur, and JSONL without boxes or detector scores (track ids, labels, "
-                        "probabilities and times only)")
+    add_pipeline_args(g, include=("blur",))
     p.add_argument("--max-frames", type=positive_int, help="stop after N frames")
-    p.add_argument("--model", type=path_arg, default=GENDER_MODEL,
-                   help=f"gender model .tflite, metadata .json beside it (default {GENDER_MODEL.name})")
+    add_pipeline_args(p, include=("model",))
     g = p.add_argument_group("detection")
-    g.add_argument("--detector", default="auto",
-                   help="auto (short-range for cameras, full-range for files/streams, both for "
-                        "images), short, full, or a .tflite path")
-    g.add_argument("--detector-backend", choices=BACKENDS, default="auto",
-                   help="run BlazeFace on litert (LiteRT interpreter: fastest, runs on every Raspberry "
-                        "Pi) or mediapipe (MediaPipe Tasks; not on CPUs without ARMv8.1 atomics such as "
-                        "the Pi 4); auto = litert (default auto)")
-    g.add_argument("--min-face-score", type=unit_float, default=0.5,
-                   help="minimum detector confidence (default 0.5)")
+    add_pipeline_args(g, include=("detector", "detector_backend", "min_face_score"))
     g = p.add_argument_group("classification")
-    g.add_argument("--threads", type=positive_int, default=2, help="interpreter threads (default 2)")
-    mode = g.add_mutually_exclusive_group()
-    mode.add_argument("--sync", dest="mode", action="store_const", const="sync",
-                      help="classify in the main loop: deterministic (default for files)")
-    mode.add_argument("--async", dest="mode", action="store_const", const="async",
-                      help="classify in a background thread: the display never waits (default live)")
-    g.add_argument("--classify-every-frame", action="store_true",
-                   help="no per-track cache: classify every face on every frame")
-    g.add_argument("--max-age", type=positive_float, default=2.0, metavar="SECONDS",
-                   help="re-classify a tracked face after this long (default 2.0)")
+    add_pipeline_args(g, include=("threads", "mode", "classify_every_frame", "max_age"))
     g = p.add_argument_group("network streams")
     g.add_argument("--reconnect-tries", type=non_negative_int, default=5, help="reconnect attempts (default 5)")
     g.add_argument("--reconnect-wait", type=non_negative_float, default=1.0,
@@ -128,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "appearance, not an identity")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    p.set_defaults(mode="auto")
     return p
 
 
@@ -175,15 +149,13 @@ def main(argv: list[str] | None = None) -> int:
                 faces_found.extend(faces)
 
         config = Config(
+            **pipeline_kwargs(args),
             source=args.source, output=args.output, jsonl=args.jsonl, display=not args.no_display,
-            max_frames=args.max_frames, model=args.model, detector=args.detector,
-            detector_backend=args.detector_backend, min_face_score=args.min_face_score,
-            threads=args.threads, mode=args.mode,
-            classify_every_frame=args.classify_every_frame, max_age_s=args.max_age,
+            max_frames=args.max_frames,
             reconnect=ReconnectPolicy(tries=max(0, args.reconnect_tries), first_wait_s=args.reconnect_wait),
             progress=not args.no_progress and not args.quiet, loop=args.loop,
             observer=observe if (summary is not None or lines_only) else None,
-            mirror=args.mirror, blur=args.blur or args.privacy, privacy=args.privacy, captures=args.snapshots,
+            mirror=args.mirror, captures=args.snapshots,
             camera_size=args.camera_size, camera_fps=args.camera_fps,
             serve=(serve_options(args.serve, args.serve_token, args.serve_max_viewers, args.serve_fps)
                    if args.serve else None),

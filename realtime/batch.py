@@ -42,8 +42,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .cli import add_version, positive_int, prog_name, report_user_error, setup_logging, unit_float
-from .detection import BACKENDS
+from .cli import add_version, positive_int, prog_name, report_user_error, setup_logging
+from .config import add_pipeline_args, pipeline_kwargs
 from .errors import UserError
 from .paths import GENDER_MODEL
 from .summary import LABELS, dumps, write_json_atomic
@@ -767,38 +767,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="skip videos whose outputs are complete (after an interrupted or partly failed batch)")
     p.add_argument("--no-report", action="store_true", help="no report.html and plots")
-    g = p.add_argument_group("per video (as in python -m realtime)")
-    g.add_argument("--model", type=Path,
-                   help=f"gender model .tflite, metadata .json beside it, at this path on every node (default: "
-                        f"the {GENDER_MODEL.name} each worker's installation ships)")
-    g.add_argument("--detector", default="auto", help="auto (= full for files), short, full, or a .tflite path")
-    g.add_argument("--detector-backend", choices=BACKENDS, default="auto", help="litert or mediapipe (default auto)")
-    g.add_argument("--min-face-score", type=unit_float, default=0.5, help="minimum detector confidence (0.5)")
-    g.add_argument("--threads", type=positive_int, default=1,
-                   help="classifier and detector threads in each worker (default 1: one worker per core)")
-    mode = g.add_mutually_exclusive_group()
-    mode.add_argument("--sync", dest="mode", action="store_const", const="sync",
-                      help="classify in the main loop: deterministic (the default for files)")
-    mode.add_argument("--async", dest="mode", action="store_const", const="async",
-                      help="classify in a background thread")
-    g.add_argument("--classify-every-frame", action="store_true", help="no per-track cache")
-    g.add_argument("--max-age", type=float, default=2.0, metavar="SECONDS",
-                   help="re-classify a tracked face after this long (default 2.0)")
+    g = p.add_argument_group("per video (as in face-gender)")
+    add_pipeline_args(g, threads=1, model_default=None,
+                      model_help=f"gender model .tflite, metadata .json beside it, at this path on every node "
+                                 f"(default: the {GENDER_MODEL.name} each worker's installation ships)",
+                      detector_help="auto (= full for files), short, full, or a .tflite path",
+                      threads_help="classifier and detector threads in each worker (default 1: one worker per core)")
     g.add_argument("--max-frames", type=positive_int, help="at most N frames of each video")
     g = p.add_argument_group("output")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    p.set_defaults(mode="auto")
     return p
 
 
 def options_from_args(args: argparse.Namespace) -> BatchOptions:
-    pipeline = {"detector": args.detector, "detector_backend": args.detector_backend,
-                "min_face_score": args.min_face_score, "threads": args.threads,
-                "detector_threads": args.threads, "mode": args.mode,
-                "classify_every_frame": args.classify_every_frame, "max_age_s": args.max_age,
-                "max_frames": args.max_frames}
+    pipeline = {**pipeline_kwargs(args), "detector_threads": args.threads, "max_frames": args.max_frames}
     if args.model is not None:
         pipeline["model"] = args.model.expanduser().resolve()
     return BatchOptions(input=args.input, output=args.output, workers=args.workers, ray=args.ray,

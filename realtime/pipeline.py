@@ -17,20 +17,19 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from .classifier import APPARENT_AGE, GenderClassifier
-from .detection import Backend
+from .config import PipelineConfig
 from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
 from .files import refuse_overlap
 from .live import DEFAULT_CAPTURES, LiveWindow
 from .overlay import FaceView, caption, contact_sheet, draw_faces
-from .paths import GENDER_MODEL
 from .serve import ServeOptions
 from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
@@ -39,26 +38,7 @@ from .worker import ClassifierWorker
 
 log = logging.getLogger(__name__)
 
-RunMode = Literal["auto", "sync", "async"]  # auto: background classification for live sources
-
 DETECT_MAX_SIDE = 1280  # larger frames are detected on a downscaled copy (boxes scaled back)
-
-
-@dataclass(kw_only=True)
-class PipelineConfig:
-    """What builds a pipeline (:func:`build_pipeline`): the models, the detector, the cache policy."""
-
-    model: Path = GENDER_MODEL
-    detector: str = "auto"  # auto | short | full | PATH
-    detector_backend: Backend = "auto"  # where BlazeFace runs (realtime.face_detector)
-    min_face_score: float = 0.5
-    threads: int = 2
-    detector_threads: int = 2  # video detector's LiteRT threads (the batch driver runs 1 per worker process)
-    mode: RunMode = "auto"
-    classify_every_frame: bool = False
-    max_age_s: float = 2.0
-    blur: bool = False  # blur every face region in everything shown and written
-    privacy: bool = False  # blur, and JSONL without boxes or detector scores
 
 
 @dataclass(kw_only=True)
@@ -259,7 +239,7 @@ def build_pipeline(config: PipelineConfig, source: Source) -> FacePipeline:
              config.detector != "auto" else "short+full (stills)", detector.backend, Path(config.model).name,
              classifier.input_size, classifier.input_dtype.name, "background" if asynchronous else "in-line")
     pipeline = FacePipeline(detector, classifier, policy, asynchronous)
-    pipeline.blur = config.blur or config.privacy
+    pipeline.blur = config.blur  # (privacy implies blur: resolved in PipelineConfig)
     return pipeline
 
 
@@ -289,7 +269,7 @@ def _live_window(config: Config, source: Source) -> LiveWindow | None:
         log.warning("no display available; running without a window (use --no-display to silence)")
         return None
     mirror = source.close_range if config.mirror is None else config.mirror
-    return LiveWindow(mirror=mirror, blur=config.blur or config.privacy, captures=config.captures, fps=source.fps)
+    return LiveWindow(mirror=mirror, blur=config.blur, captures=config.captures, fps=source.fps)
 
 
 def _has_display() -> bool:

@@ -41,9 +41,9 @@ if str(REPO_ROOT) not in sys.path:  # `python scripts/benchmark.py` from anywher
     sys.path.insert(0, str(REPO_ROOT))
 
 from realtime.cli import positive_float, positive_int, report_user_error, setup_logging  # noqa: E402 - after sys.path
+from realtime.config import add_pipeline_args  # noqa: E402
 from realtime.errors import UserError  # noqa: E402
 from realtime.machine import CPU_FLAGS, cpu_info  # noqa: E402,F401 - CPU_FLAGS re-exported for tests
-from realtime.paths import GENDER_MODEL  # noqa: E402
 from realtime.sinks import check_writable  # noqa: E402
 
 log = logging.getLogger("benchmark")
@@ -336,19 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=positive_int, default=300, help="frames to process (default 300)")
     p.add_argument("--loop", action="store_true", help="restart a short clip until --frames are done")
     p.add_argument("--json", type=Path, help="write the report here")
-    p.add_argument("--model", type=Path, default=GENDER_MODEL,
-                   help=f"gender model (default {GENDER_MODEL.relative_to(REPO_ROOT)})")
-    p.add_argument("--detector", default="auto", help="auto, short, full or a .tflite path (default auto)")
-    p.add_argument("--detector-backend", choices=("auto", "mediapipe", "litert"), default="auto",
-                   help="where BlazeFace runs (default auto = litert)")
-    p.add_argument("--threads", type=positive_int, default=2, help="classifier threads (default 2)")
-    p.add_argument("--max-age", type=positive_float, default=2.0, metavar="SECONDS",
-                   help="re-classify a tracked face after this long (default 2.0)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--sync", dest="mode", action="store_const", const="sync", help="classify in-line")
-    mode.add_argument("--async", dest="mode", action="store_const", const="async",
-                      help="classify in the background worker")
-    p.add_argument("--classify-every-frame", action="store_true", help="no per-track cache")
+    add_pipeline_args(p, include=("model", "detector", "detector_backend", "threads", "max_age", "mode",
+                                  "classify_every_frame"))
     what = p.add_mutually_exclusive_group()
     what.add_argument("--compare", action="store_true",
                       help="sync vs async x every-frame vs cached, one fresh process each, side by side")
@@ -360,7 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    p.set_defaults(mode="auto")
     return p
 
 

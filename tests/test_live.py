@@ -19,6 +19,7 @@ from fixtures import REPO_ROOT
 from realtime import live, pipeline
 from realtime.live import KEY_SPACE, LiveWindow
 from realtime.overlay import FaceView
+from realtime.paths import GENDER_MODEL
 from realtime.pipeline import Config, run
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -98,7 +99,7 @@ def scripted_window(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Script, S
 def test_run_with_the_window_on_the_synthetic_source(scripted_window, tmp_path: Path) -> None:
     _keys, screen = scripted_window
     config = Config(source="synthetic:faces=2,frames=40,size=320x240", display=True, progress=False,
-                    captures=tmp_path / "caps", blur=True, model=pipeline.GENDER_MODEL)
+                    captures=tmp_path / "caps", blur=True, model=GENDER_MODEL)
     stats = run(config)
     assert stats.frames == 13  # q on the 13th frame
     assert len(stats.captures) == 2 and all(Path(p).is_file() for p in stats.captures)

@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from realtime.classifier import UNCERTAIN, GenderClassifier
 from realtime.cli import positive_int
+from realtime.config import add_pipeline_args
 from realtime.crop import Box, crop_face, largest_box
-from realtime.detection import BACKENDS
 from realtime.errors import UserError
 from realtime.face_detector import FaceDetector, StillImageDetector
 from realtime.overlay import contact_sheet
@@ -92,16 +92,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="folder with female/ and male/ images")
     parser.add_argument("--report", required=True, help="report JSON to write (plots go beside it)")
     parser.add_argument("--crops", action="store_true", help="images are face crops: skip detection")
-    parser.add_argument("--detector", choices=("auto", "short", "full"), default="auto",
-                        help="auto: the runtime's still-image detector (short- and full-range merged, "
-                             "padded retry; default), or one model")
-    parser.add_argument("--detector-backend", choices=BACKENDS, default="auto",
-                        help="where BlazeFace runs: litert or mediapipe; auto = litert (default auto)")
+    add_pipeline_args(parser, include=("detector", "detector_backend"),
+                      detector_help="auto: the runtime's still-image detector (short- and full-range merged, "
+                                    "padded retry; default), short, full, or a .tflite path")
     parser.add_argument("--labels", help="CSV with file,age,gender,race: age and race for the by-group "
                                          "table (default: from UTKFace-style file names); the true "
                                          "gender always comes from the folder")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="faces per classifier call (default 16)")
-    parser.add_argument("--threads", type=positive_int, default=2, help="classifier threads (default 2)")
+    add_pipeline_args(parser, include=("threads",))
 
 
 def read_labels(path: Path) -> dict[str, tuple[int | None, str]]:

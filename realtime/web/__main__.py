@@ -14,29 +14,16 @@ import argparse
 import logging
 import socket
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from ..cli import Parser, add_version, int_in_range, prog_name, setup_logging
-from ..detection import BACKENDS
+from ..cli import Parser, add_version, int_in_range, positive_float, prog_name, setup_logging
+from ..config import add_pipeline_args
 from ..errors import UserError
 from ..httpguard import LOOPBACK_HOSTS, is_loopback
 from ..native import filter_native_stderr, unfilter_native_stderr
-from ..paths import GENDER_MODEL
 
 log = logging.getLogger("realtime.web")
 
 WS_MAX_BYTES = 8 * 1024 * 1024  # one webcam JPEG frame
-
-
-def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
-    def parse(text: str) -> float | int:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,17 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int_in_range(1, 65535), default=7860, help="port, 1-65535 (default 7860)")
-    p.add_argument("--model", type=Path, default=GENDER_MODEL,
-                   help=f"gender model .tflite, metadata .json beside it (default {GENDER_MODEL.name})")
-    p.add_argument("--max-upload-mb", type=_positive(float), default=50.0,
+    add_pipeline_args(p, include=("model",))
+    p.add_argument("--max-upload-mb", type=positive_float, default=50.0,
                    help="largest file accepted, in MB (default 50)")
-    p.add_argument("--max-video-seconds", type=_positive(float), default=120.0,
+    p.add_argument("--max-video-seconds", type=positive_float, default=120.0,
                    help="longest video accepted, in seconds (default 120)")
-    p.add_argument("--keep-minutes", type=_positive(float), default=15.0,
+    p.add_argument("--keep-minutes", type=positive_float, default=15.0,
                    help="finished video results are deleted after this long (default 15)")
-    p.add_argument("--threads", type=_positive(int), default=2, help="interpreter threads (default 2)")
-    p.add_argument("--detector-backend", choices=BACKENDS, default="auto",
-                   help="where BlazeFace runs: litert or mediapipe; auto = litert (default auto)")
+    add_pipeline_args(p, include=("threads", "detector_backend"))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and one line per request")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return p
