@@ -228,6 +228,13 @@ def pi_emulation() -> str:
         return (f"ran: {m['frames_written']} frames, {m['faces']} faces (mean IoU {m['mean_iou']:.3f})",
                 f"{strict}; {m['agreement_with_borderline']:.1%} with the {m['borderline_label']} borderline faces")
 
+    def serve(r: dict) -> str:
+        v = r.get("serve")
+        if not v:
+            return "not run (an earlier version of the emulation)"
+        return (f"{v['frame_bytes']} B JPEG after {v['seconds_to_first_frame']:g} s, an event with "
+                f"{v['event_faces']} faces; Ctrl-C: exit {v['exit_status_after_ctrl_c']}")
+
     def hwcap(r: dict) -> str:
         a = r["arm64"]
         return ", ".join(("" if a[k] else "no ") + name for k, name in
@@ -248,6 +255,7 @@ def pi_emulation() -> str:
             ("labels agreeing with x86, auto", *(agree(r["auto"]) for r in runs)),
             ("`--detector-backend mediapipe`", mediapipe(a72)[0], mediapipe(a76)[0]),
             ("labels agreeing with x86 MediaPipe", mediapipe(a72)[1], mediapipe(a76)[1]),
+            ("`--serve` on loopback: a frame and an event fetched inside", *(serve(r) for r in runs)),
             ("emulated CPU (HWCAP)", hwcap(a72), hwcap(a76)),
             ("emulated speed (meaningless for a Pi)", *(f"{r['auto']['emulated_fps']:g} FPS" for r in runs))]
     lines = [*intro, "| | Cortex-A72 (Pi 4) | Cortex-A76 (Pi 5) |", "|---|---|---|",
@@ -256,7 +264,8 @@ def pi_emulation() -> str:
     steps = (("x86 reference (tools, binfmt)", ("tools", "binfmt", "reference")), ("root file system (mmdebstrap)",
              ("rootfs",)), ("wheels (download on the host)", ("wheels",)), ("project copy and mounts", ("copy",)),
              ("`setup_pi.sh` (apt, venv, pip, self-check)", ("setup",)), ("demo, `--detector-backend auto`",
-             ("demo",)), ("`--detector-backend mediapipe`", ("mediapipe",)), ("checks", ("check",)),
+             ("demo",)), ("demo, `--serve`", ("serve",)), ("`--detector-backend mediapipe`", ("mediapipe",)),
+             ("checks", ("check",)),
              ("**total**", ("total",)))
     for name, keys in steps:
         cells = [f"{sum(r['seconds'].get(k, 0.0) for k in keys):.1f}" for r in runs]
