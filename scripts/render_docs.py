@@ -415,7 +415,24 @@ def setup() -> str:
             f"{r['venv_mb'] / 1024:.1f} GB.\n")
 
 
+def web_portraits() -> str:
+    """Models on labelled portraits that are not UTKFace, through the product path (scripts/score_folder.py)."""
+    r = load("web_portraits.json")
+    lines = [f"`python scripts/score_folder.py` on {machine(r)}: `{r['data']}` (photos that are not UTKFace; "
+             "the runtime's detector and crop, each model's own threshold):", "",
+             "| model (SHA-256) | balanced | female recall | male recall | uncertain | vs the first (95 % interval) |",
+             "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        g = row.get("vs_first")
+        gain = "–" if not g else (f"{g['gain'] * 100:+.2f} points ({g['ci95'][0] * 100:+.2f} to "
+                                  f"{g['ci95'][1] * 100:+.2f})")
+        lines.append(f"| `{row['path']}` ({row['sha256'][:12]}…) | {_pct(row['balanced_accuracy'])} | "
+                     f"{_pct(row['recall_female'])} | {_pct(row['recall_male'])} | {_pct(row['uncertain'])} | {gain} |")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "web-portraits": web_portraits,
     "setup": setup,
     "serve-fps": serve_fps,
     "serve-soak": serve_soak,

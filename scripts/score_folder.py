@@ -9,8 +9,8 @@ Each photo goes through the runtime's still-image detector and the largest face 
 each model with its own metadata (``training evaluate``'s path). Scores at the model's threshold:
 balanced accuracy and both recalls by the side of the threshold (as ``training evaluate``), their
 gap, the share of ``uncertain`` faces, and the balanced accuracy counting ``uncertain`` as wrong
-(what a user sees). Each model after the first is compared with the one before it on the same
-photos (paired bootstrap of the balanced accuracy). The JSON keeps
+(what a user sees). Each model after the first is compared with the first on the same photos
+(paired bootstrap of the balanced accuracy). The JSON keeps
 no file names, only counts and scores, and names the CPU and each model's SHA-256.
 """
 
@@ -73,16 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(False)
     from training.metrics import paired_gain
 
-    rows, previous = [], None
+    rows, first = [], None
     for name in args.model:
         model = Path(name)
         truth, ans, side, no_face = answers(model, Path(args.data))
         row = {"model": model.name, "path": name, "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
                "no_face": no_face, **scores(truth, ans, side)}
         correct = side == truth.astype(int)
-        if previous is not None:
-            row["vs_previous"] = paired_gain(truth.astype(int), [correct], [previous])
-        previous = correct
+        if first is not None:
+            row["vs_first"] = paired_gain(truth.astype(int), [correct], [first])
+        else:
+            first = correct
         rows.append(row)
         log.info("%s: balanced %.4f (F %.4f, M %.4f), uncertain %.3f", name, row["balanced_accuracy"],
                  row["recall_female"], row["recall_male"], row["uncertain"])

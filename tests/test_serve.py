@@ -135,18 +135,23 @@ def test_a_token_is_required_only_off_loopback(monkeypatch: pytest.MonkeyPatch) 
     assert serve_options(("0.0.0.0", 1), None, 5).token == "from-env"
 
 
-def test_hub_encodes_each_frame_once_and_bounds_viewers() -> None:
+def test_hub_keeps_frames_only_for_viewers_and_encodes_each_once() -> None:
     hub = FrameHub(ServeOptions(max_viewers=2))
     assert hub.jpeg() is None
     calls = []
     image = np.full((48, 64, 3), 128, np.uint8)
+    hub.publish(image, [], 10.0, lambda: calls.append(1) or {"frame": 0})
+    assert hub.jpeg() is None and hub.frames == 1  # nobody watches: counted, not kept
+    assert hub.enter()
     hub.publish(image, [], 10.0, lambda: calls.append(1) or {"frame": 0})
     first = hub.jpeg()
     assert first is not None and first[1][:2] == b"\xff\xd8"
     assert hub.jpeg() is first  # the second viewer gets the same bytes: no second encode
     assert hub.event()["frame"] == 0 and hub.event()["live"]["fps"] == 10.0
     assert calls == [1]  # the record is made once, and only because an event viewer asked
-    assert hub.enter() and hub.enter() and not hub.enter()
+    hub.publish(image, [], 10.0, lambda: {"frame": 1})  # within 1/max_fps of the last one: not kept
+    assert hub.jpeg() is first
+    assert hub.enter() and not hub.enter()
     hub.leave()
     assert hub.enter()
 
