@@ -195,12 +195,14 @@ class FrameHub:
             with self._cond:
                 self._snapshots -= 1
 
-    def event(self) -> dict[str, Any]:
-        """The newest frame's record plus the live counts."""
+    def event(self) -> dict[str, Any] | None:
+        """The newest handed-over frame's record plus the live counts (None: no frame kept now)."""
         with self._cond:
             if self._record is None and self._record_fn is not None:
                 self._record = self._record_fn()
-            record = dict(self._record or {})
+            if self._record is None:
+                return None
+            record = dict(self._record)
         record["live"] = self.stats()
         return record
 
@@ -363,11 +365,12 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(f"event: end\ndata: {json.dumps(self.hub.stats())}\n\n".encode())
                     self.wfile.flush()
                     return
-                if newest == seq:
+                event = self.hub.event() if newest != seq else None
+                seq = newest
+                if event is None:
                     self.wfile.write(b": keep-alive\n\n")
                 else:
-                    seq = newest
-                    self.wfile.write(f"event: frame\ndata: {json.dumps(self.hub.event())}\n\n".encode())
+                    self.wfile.write(f"event: frame\ndata: {json.dumps(event)}\n\n".encode())
                 self.wfile.flush()
 
         self._streaming("text/event-stream", body)

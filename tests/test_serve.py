@@ -147,7 +147,8 @@ def test_hub_keeps_frames_only_for_viewers_and_encodes_each_once() -> None:
     first = hub.jpeg()
     assert first is not None and first[1][:2] == b"\xff\xd8"
     assert hub.jpeg() is first  # the second viewer gets the same bytes: no second encode
-    assert hub.event()["frame"] == 0 and hub.event()["live"]["fps"] == 10.0
+    event = hub.event()
+    assert event is not None and event["frame"] == 0 and event["live"]["fps"] == 10.0
     assert calls == [1]  # the record is made once, and only because an event viewer asked
     hub.publish(image, [], 10.0, lambda: {"frame": 1})  # within 1/max_fps of the last one: not kept
     assert hub.jpeg() is first
@@ -267,3 +268,18 @@ def test_ctrl_c_with_viewers_ends_cleanly(colour_model: Path, tmp_path: Path) ->
     records = read_jsonl(jsonl)
     assert records and all("faces" in r for r in records)
     assert not leftovers(tmp_path)
+
+
+def test_privacy_applies_to_what_is_served(colour_model: Path, tmp_path: Path) -> None:
+    """--privacy: the events carry no box or detector score (the frames are the blurred ones)."""
+    with serving(colour_model, tmp_path, "--privacy") as (_, url):
+        base = url.split("/?")[0].rstrip("/")
+        sock = open_stream(base, "/events")
+        buf = b""
+        while b"event: frame" not in buf or not buf.endswith(b"\n\n"):
+            chunk = sock.recv(65536)
+            assert chunk
+            buf += chunk
+        sock.close()
+        event = json.loads(buf.split(b"event: frame\ndata: ")[1].split(b"\n\n")[0])
+        assert event["faces"] and all("box" not in f and "detector_score" not in f for f in event["faces"])
