@@ -28,7 +28,7 @@ install-dev: system-deps $(PY)
 
 demo: install
 	@mkdir -p out
-	$(PY) -m realtime --source $(DEMO) --output out/demo_annotated.mp4 --jsonl out/demo.jsonl --no-display
+	$(VENV)/bin/face-gender --source $(DEMO) --output out/demo_annotated.mp4 --jsonl out/demo.jsonl --no-display
 	@echo "wrote out/demo_annotated.mp4 and out/demo.jsonl"
 
 test: install-dev
