@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,6 +34,17 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """A script's ``if __name__ == "__main__"``: its exit status, a UserError as one ``error:`` line."""
+    from .errors import UserError
+
+    try:
+        code = main()
+    except UserError as exc:
+        code = report_user_error(exc, False)
+    raise SystemExit(code)
 
 
 def report_user_error(exc: BaseException, verbose: bool) -> int:

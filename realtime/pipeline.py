@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -30,11 +30,13 @@ from .face_detector import Detection, FaceDetector, StillImageDetector
 from .files import refuse_overlap
 from .live import DEFAULT_CAPTURES, LiveWindow
 from .overlay import FaceView, caption, contact_sheet, draw_faces
-from .serve import ServeOptions
 from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
 from .tracker import CachePolicy, Tracker
 from .worker import ClassifierWorker
+
+if TYPE_CHECKING:
+    from .serve import ServeOptions
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from realtime.machine import cpu_info  # noqa: E402  (after the repo is on the path)
 
-SUMMARY = re.compile(r"=+ (.*(?:passed|failed).*) in ([\d.]+)s")
+SUMMARY = re.compile(r"(\d+ (?:passed|failed).*?) in ([\d.]+)s")
 
 
 def folder_mb(path: Path) -> float:

@@ -27,8 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.cli import setup_logging
-from realtime.errors import UserError
+from realtime.cli import run_script, setup_logging
 from realtime.files import open_output
 from realtime.machine import cpu_info
 
@@ -95,8 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

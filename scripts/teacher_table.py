@@ -26,9 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.cli import setup_logging
+from realtime.cli import run_script, setup_logging
 from realtime.crop import DEFAULT_MARGIN, crop_face
-from realtime.errors import UserError
 from realtime.files import open_output
 from realtime.machine import cpu_info
 
@@ -128,8 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)
