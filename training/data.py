@@ -270,6 +270,7 @@ class Cache:
     landmarks: np.ndarray
     meta: list[dict[str, str]]
     context: float = 1.0
+    margin: float = DEFAULT_MARGIN  # the runtime crop's margin the cache was made with (report.json)
 
     @property
     def crop_size(self) -> int:
@@ -314,17 +315,19 @@ def load_cache(path: Path, mmap: bool = True) -> Cache:
     with (path / "meta.csv").open(newline="") as fh:
         meta = list(csv.DictReader(fh))
     mode = "r" if mmap else None
-    context = 1.0
+    context, margin = 1.0, DEFAULT_MARGIN
     report = path / "report.json"
     if report.is_file():
         try:
-            context = float(json.loads(report.read_text()).get("crop_context", 1.0))
+            described = json.loads(report.read_text())
+            context = float(described.get("crop_context", 1.0))
+            margin = float(described.get("crop_margin", DEFAULT_MARGIN))
         except (ValueError, TypeError, AttributeError) as exc:
             raise UserError(f"{report}: not a valid cache report ({exc})") from exc
         if not 1.0 <= context <= 4.0:
             raise UserError(f"{report}: crop_context {context} is outside 1..4")
     return Cache(np.load(path / "crops.npy", mmap_mode=mode), np.load(path / "landmarks.npy", mmap_mode=mode),
-                 meta, context)
+                 meta, context, margin)
 
 
 def centre_view(window: np.ndarray, context: float, scale: float, size: int) -> np.ndarray:

@@ -177,8 +177,7 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
                 cache.indices("test", max_age=min_age - 1), cache.indices("test"))
     if limit:
         sp = Splits(sp.val[:limit], sp.test[:limit], sp.test_children[:limit], sp.test_all[:limit])
-    margin = float(json.loads((data / "report.json").read_text()).get("crop_margin", 0.1)) \
-        if (data / "report.json").is_file() else 0.1
+    margin = cache.margin
     outputs = named_outputs(model)
 
     out.parent.mkdir(parents=True, exist_ok=True)

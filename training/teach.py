@@ -186,7 +186,7 @@ class TeacherCache:
                 arr.flush()
 
 
-def teach(cache: Cache, teachers: dict, out: TeacherCache, batch: int, margin: float, limit: int = 0) -> dict:
+def teach(cache: Cache, teachers: dict, out: TeacherCache, batch: int, limit: int = 0) -> dict:
     n = len(cache.meta) if not limit else min(limit, len(cache.meta))
     timing = {}
     for name, teacher in teachers.items():
@@ -205,7 +205,7 @@ def teach(cache: Cache, teachers: dict, out: TeacherCache, batch: int, margin: f
                 for b0 in range(0, len(chunk), batch):
                     idx = chunk[b0:b0 + batch]
                     windows = np.stack([np.asarray(cache.crops[i]) for i in idx])
-                    o = run_teacher(teacher, windows, cache.context, margin, cache.crop_size)
+                    o = run_teacher(teacher, windows, cache.context, cache.margin, cache.crop_size)
                     p[idx], age[idx] = o.p_male, o.age
                     if feat is not None and o.feature is not None:
                         feat[idx] = o.feature.astype(np.float16)
@@ -230,10 +230,8 @@ def run(args: argparse.Namespace) -> int:
         fetch_teachers(folder)
     teachers = build_teachers(names, folder, args.model, args.threads)
     worst = check_reference(teachers)
-    report_path = data / "report.json"
-    margin = float(json.loads(report_path.read_text()).get("crop_margin", 0.1)) if report_path.is_file() else 0.1
     out = TeacherCache(data / "teachers", len(cache.meta))
-    timing = teach(cache, teachers, out, args.batch, margin, args.limit)
+    timing = teach(cache, teachers, out, args.batch, args.limit)
     meta_path = out.folder / "teachers.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"teachers": {}}
     for name, teacher in teachers.items():

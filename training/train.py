@@ -155,8 +155,7 @@ class CropSequence(keras.utils.PyDataset):
         if self.age_head:
             y["age"], w["age"] = self.ages[pos], self.age_weights[pos]
         if self.features is not None:
-            feat = np.asarray(self.features[np.sort(self.indices[pos])], np.float32)
-            feat = feat[np.argsort(np.argsort(self.indices[pos]))]  # sorted reads from the memmap, batch order
+            feat = np.asarray(self.features[self.indices[pos]], np.float32)
             ok = np.isfinite(feat).all(axis=1)
             y[FEATURE], w[FEATURE] = np.nan_to_num(feat), ok.astype(np.float32)
         return batch, y, w
