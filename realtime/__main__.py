@@ -27,6 +27,7 @@ from .cli import (
     non_negative_float,
     non_negative_int,
     path_arg,
+    plural,
     positive_float,
     positive_int,
     prog_name,
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
         config = Config(
             **pipeline_kwargs(args),
-            source=args.source, output=args.output, jsonl=args.jsonl, display=not args.no_display,
+            source=args.source, output=args.output, jsonl=args.jsonl, summary=args.summary,
+            display=not args.no_display,
             max_frames=args.max_frames,
             reconnect=ReconnectPolicy(tries=max(0, args.reconnect_tries), first_wait_s=args.reconnect_wait),
             progress=not args.no_progress and not args.quiet, loop=args.loop,
@@ -187,11 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         summary += f"; {len(stats.captures)} snapshot(s)/clip(s) in {args.snapshots}"
     log.info(summary)
     return 130 if stats.interrupted else 0
-
-
-def plural(n: int, noun: str) -> str:
-    """``1 frame``, ``2 frames``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _print_faces(faces: list, source: str) -> None:

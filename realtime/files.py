@@ -2,9 +2,12 @@
 special files, write errors and temporary-file cleanup.
 
 Rules:
-* **No input is ever written**: an output that resolves to the same file as an input, or an
-  output folder that is, contains or lies inside an input folder, is refused before anything is
-  written (:func:`refuse_overlap`).
+* **No input is ever written, no output replaces another**: an output that resolves to the same
+  file as an input, or an output folder that is, contains or lies inside an input folder, is
+  refused before anything is written; so are two outputs that name one file, a file output that
+  is one of the files an output folder will hold (``--jsonl OUT/contact_sheet.jpg``), and output
+  folders inside one another (:func:`check_outputs`, used by every command; ``--force`` never
+  lifts it).
 * **Regular files are replaced atomically**: written under a hidden temporary name in the same
   folder, then renamed (:class:`AtomicFile`, :func:`write_bytes_atomic`). A reader never sees a
   half-written file, and an error or interruption leaves the old file (or nothing) at the final
@@ -26,6 +29,7 @@ import stat
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -81,25 +85,83 @@ def same_file(a: Path, b: Path) -> bool:
         return _real(a) == _real(b)
 
 
+@dataclass(frozen=True)
+class Output:
+    """One output of a command, for :func:`check_outputs`.
+
+    ``option`` names it in messages (``--jsonl``); ``folder`` marks an output folder; ``files`` are
+    the files the folder will hold when they are known in advance (annotated copies, the contact
+    sheet), else ``None``: any file output inside such a folder is refused."""
+
+    option: str
+    path: Path | str | None
+    folder: bool = False
+    files: tuple[Path, ...] | None = None
+
+    def skipped(self) -> bool:
+        return self.path is None or str(self.path) == STDOUT or is_special(self.path)
+
+
 def refuse_overlap(outputs: Iterable[tuple[str, Path | None, bool]], inputs: Iterable[Path]) -> None:
-    """Refuse outputs that would write an input: ``outputs`` are ``(option, path, is_folder)``.
+    """Refuse outputs that would write an input: ``outputs`` are ``(option, path, is_folder)``."""
+    check_outputs([Output(option, path, folder) for option, path, folder in outputs], inputs)
+
+
+def check_outputs(outputs: Iterable[Output], inputs: Iterable[Path | str] = ()) -> None:
+    """The one rule for every command, before anything is written: no output writes an input, and
+    no two outputs write one file.
 
     A file output may not be an input file (or a file inside an input folder that the run reads);
-    a folder output may not be an input folder, contain one, or lie inside one."""
+    a folder output may not be an input folder, contain one, or lie inside one. Two file outputs may
+    not resolve to one file; a file output may not be a folder output, nor one of the files a folder
+    output will hold (nor lie in a folder whose files are not known in advance); two output folders
+    may not be one or nest. Special files (``-``, ``/dev/null``, FIFOs) are streams and pass."""
+    outs = [o for o in outputs if not o.skipped()]
     inputs = [Path(p) for p in inputs]
-    for option, path, is_folder in outputs:
-        if path is None or str(path) == STDOUT or is_special(path):
-            continue
-        out = _real(Path(path))
-        for src in inputs:
-            real_src = _real(src)
-            if is_folder or src.is_dir():
-                if out == real_src or real_src in out.parents or (is_folder and out in real_src.parents):
-                    raise UserError(f"{option} {path} overlaps the input {src}: the input would be written; "
-                                    "choose an output outside it")
-            elif same_file(Path(path), src) or out == real_src:
-                raise UserError(f"{option} {path} is the input {src}: it would be overwritten; choose another "
-                                "name")
+    for out in outs:
+        _refuse_input(out, inputs)
+    for i, a in enumerate(outs):
+        for b in outs[i + 1:]:
+            _refuse_pair(a, b)
+
+
+def _refuse_input(out: Output, inputs: list[Path]) -> None:
+    real = _real(Path(out.path))
+    for src in inputs:
+        real_src = _real(src)
+        if out.folder or src.is_dir():
+            if real == real_src or real_src in real.parents or (out.folder and real in real_src.parents):
+                raise UserError(f"{out.option} {out.path} overlaps the input {src}: the input would be written; "
+                                "choose an output outside it")
+        elif same_file(Path(out.path), src) or real == real_src:
+            raise UserError(f"{out.option} {out.path} is the input {src}: it would be overwritten; choose another "
+                            "name")
+
+
+def _refuse_pair(a: Output, b: Output) -> None:
+    real_a, real_b = _real(Path(a.path)), _real(Path(b.path))
+    if a.folder and b.folder:
+        if real_a == real_b or real_a in real_b.parents or real_b in real_a.parents:
+            raise UserError(f"{a.option} {a.path} and {b.option} {b.path} are one folder or nested: one output "
+                            "would write into the other; choose separate folders")
+        return
+    if a.folder or b.folder:
+        folder, file = (a, b) if a.folder else (b, a)
+        real_folder, real_file = (real_a, real_b) if a.folder else (real_b, real_a)
+        if real_file == real_folder:
+            raise UserError(f"{file.option} {file.path} is the output folder {folder.option}: choose another name")
+        if real_folder not in real_file.parents:
+            return
+        if folder.files is None:
+            raise UserError(f"{file.option} {file.path} lies inside the output folder {folder.option} "
+                            f"{folder.path}, which the run fills: write it elsewhere")
+        if any(_real(Path(f)) == real_file for f in folder.files):
+            raise UserError(f"{file.option} {file.path} is also written by {folder.option} {folder.path} "
+                            f"({Path(file.path).name}): one output would replace the other; choose another name")
+        return
+    if real_a == real_b or same_file(Path(a.path), Path(b.path)):
+        raise UserError(f"{a.option} and {b.option} both name {b.path}: one output would replace the other; "
+                        "give each its own file")
 
 
 # -- writability ---------------------------------------------------------------------------------

@@ -24,10 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from .classifier import APPARENT_AGE, GenderClassifier
+from .cli import plural
 from .config import PipelineConfig
 from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
-from .files import refuse_overlap
+from .files import Output, check_outputs
 from .live import DEFAULT_CAPTURES, LiveWindow
 from .overlay import FaceView, caption, contact_sheet, draw_faces
 from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
@@ -62,6 +63,9 @@ class Config(PipelineConfig):
     camera_size: tuple[int, int] | None = None  # ask the camera for this mode (it grants the closest)
     camera_fps: float | None = None
     serve: ServeOptions | None = None  # --serve: the live view over HTTP (realtime.serve)
+    # Written by the caller (realtime.summary via the observer); named here so that every output of
+    # the run is checked against the inputs and the other outputs together, before any work.
+    summary: Path | None = None
     # Called with (frame, faces, annotated image, pipeline) once a frame is in every output (a frame
     # is in the outputs and the observer, or in neither): the per-track summary (realtime.summary).
     observer: Callable[[Frame, list[FaceResult], np.ndarray, FacePipeline], None] | None = None
@@ -487,11 +491,39 @@ def single_image_output(config: Config, source: Source) -> bool:
 IMAGE_OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def planned_outputs(config: Config, folder_mode: bool, source: Source) -> list[Output]:
+    """Every output of the run, with the files an output folder will hold (for :func:`check_outputs`)."""
+    single = single_image_output(config, source)
+    outputs = []
+    jsonl = config.jsonl
+    if config.output is not None and folder_mode and not single:
+        folder = config.output
+        if source.kind == "folder" and not source.files:
+            source.open()  # lists the images (again when the run opens it): the names are checked now
+        names = [Path(p).relative_to(source.path).as_posix() for p in getattr(source, "files", [])]
+        if source.kind == "image":
+            names = [Path(source.path).name]
+        files = [folder / name for name in names]
+        if config.contact_sheet:
+            files.append(folder / "contact_sheet.jpg")
+        if jsonl is None:
+            jsonl = folder / "predictions.jsonl"
+        outputs.append(Output("--output", folder, folder=True, files=tuple(files)))
+        # An input named like the contact sheet would be replaced by it: two outputs, one file.
+        if config.contact_sheet and "contact_sheet.jpg" in names:
+            raise UserError(f"{source.path} holds an image named contact_sheet.jpg, which --output would replace "
+                            "with the contact sheet; rename that image first")
+    elif config.output is not None:
+        outputs.append(Output("--output", config.output))
+    outputs.append(Output("--jsonl" if config.jsonl is not None else "--output's predictions.jsonl", jsonl))
+    outputs.append(Output("--summary", config.summary))
+    return outputs
+
+
 def _check_outputs(config: Config, folder_mode: bool, source: Source | None = None) -> None:
     single = source is not None and single_image_output(config, source)
     if source is not None:
-        refuse_overlap([("--output", config.output, folder_mode and not single), ("--jsonl", config.jsonl, False)],
-                       input_paths(source))
+        check_outputs(planned_outputs(config, folder_mode, source), input_paths(source))
     if config.output is not None:
         if single:
             check_writable(config.output)
@@ -606,9 +638,9 @@ class _Sinks:
         if self.jsonl is not None:
             self.jsonl.close(keep)
             if keep and self.jsonl.count:
-                held["jsonl"] = f"{self.jsonl.path} ({self.jsonl.count} lines)"
+                held["jsonl"] = f"{self.jsonl.path} ({plural(self.jsonl.count, 'line')})"
         if self.images is not None:
-            held["images"] = f"{self.images.folder} ({self.images.count} images)"
+            held["images"] = f"{self.images.folder} ({plural(self.images.count, 'image')})"
             if self.sheet_path is not None and keep and self.images.count:
                 write_image_atomic(self.sheet_path, contact_sheet(self.sheet_tiles))
                 held["contact_sheet"] = str(self.sheet_path)

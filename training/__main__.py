@@ -31,6 +31,7 @@ from realtime.cli import (
     unit_float,
 )
 from realtime.errors import UserError
+from realtime.files import Output, check_outputs
 from realtime.native import filter_native_stderr, unfilter_native_stderr
 
 from .errors import TrainingInterruptedError
@@ -49,6 +50,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from .data import describe_data, folder_items, prepare, stratified_sample, utkface_items
 
     out = Path(args.out)
+    check_outputs([Output("--out", out, folder=True)],
+                  [Path(f) for f in [args.utkface, *(args.folder or []), *(args.val or []), *(args.test or [])] if f])
     if (out / "crops.npy").exists() and not args.force:
         raise UserError(f"{out} already holds a prepared cache; use another --out, or --force to replace it")
     for name, value in (("--val-fraction", args.val_fraction), ("--test-fraction", args.test_fraction)):
@@ -83,6 +86,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, parse_schedule, train
 
+    # The run may live inside the cache folder (as teach's cache does), never hold or replace its files.
+    data = Path(args.data)
+    check_outputs([Output("--run", Path(args.run), folder=True)],
+                  [f for f in data.iterdir() if f.is_file()] if data.is_dir() else [])
     cfg = TrainConfig(
         data=args.data, run=args.run, weights=args.weights, schedule=parse_schedule(args.schedule),
         batch_size=args.batch_size, lr=args.lr, frozen_epochs=args.frozen_epochs,
@@ -118,9 +125,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.parent / DEFAULT_EXPORT_NAME
+    float16 = Path(args.float16_weights) if args.float16_weights else None
+    check_outputs([Output("--out", out), Output("--out's metadata", out.with_suffix(".json")),
+                   Output("--float16-weights", float16)], [checkpoint, Path(args.data)])
     refuse_overwrite(out, args.force, also=out.with_suffix(".json"))
-    if args.float16_weights:
-        refuse_overwrite(Path(args.float16_weights), args.force)
+    if float16 is not None:
+        refuse_overwrite(float16, args.force)
     from realtime.files import check_writable
 
     check_writable(out)  # before the long conversion, not after it

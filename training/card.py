@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from realtime.errors import UserError
-from realtime.files import check_writable, write_text_atomic
+from realtime.files import Output, check_outputs, check_writable, write_text_atomic
 from realtime.machine import describe_cpu
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if not meta_path.is_file():
         raise UserError(f"metadata not found: {meta_path}")
     out = args.out or default_out(args.model)
+    check_outputs([Output("--out", out)],
+                  [f for f in (args.model, meta_path, args.tradeoff, args.region_experiment, args.history) if f])
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; choose another --out, or add --force to replace it")
     check_writable(out)

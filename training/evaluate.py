@@ -43,6 +43,7 @@ from realtime.config import add_pipeline_args
 from realtime.crop import Box, crop_face, largest_box
 from realtime.errors import UserError
 from realtime.face_detector import FaceDetector, StillImageDetector
+from realtime.files import Output, check_outputs
 from realtime.overlay import contact_sheet
 from realtime.sinks import write_image_atomic
 from realtime.sources import read_image
@@ -352,11 +353,11 @@ def write_outputs(report: dict, p: np.ndarray, path: Path) -> None:
 
     matplotlib.use("Agg")
     path.parent.mkdir(parents=True, exist_ok=True)
-    plots = {"confusion": path.with_name(f"{path.stem}_confusion.png"),
-             "reliability": path.with_name(f"{path.stem}_reliability.png")}
+    files = list(report_files(path).values())
+    plots = {"confusion": files[1], "reliability": files[2]}
     plot_confusion(report, plots["confusion"])
     plot_reliability(report, p, plots["reliability"])
-    sheet_path = path.with_name(f"{path.stem}_mistakes.jpg")
+    sheet_path = files[3]
     sheet = mistakes_sheet(report)
     if sheet is not None:
         write_image_atomic(sheet_path, sheet)
@@ -392,8 +393,17 @@ def evaluate(model: Path, data: Path, crops: bool = False, detector: str = "auto
     return report, np.array([f.p_female for f in results.faces], dtype=np.float32)
 
 
-def check_report_path(path: Path) -> None:
-    """Before any work: the report and its plots can be written beside ``path`` (one UserError if not)."""
+def report_files(path: Path) -> dict[str, Path]:
+    """The files ``evaluate`` writes: the report and, beside it, its plots and mistakes sheet."""
+    return {"--report": path, "--report's confusion plot": path.with_name(f"{path.stem}_confusion.png"),
+            "--report's reliability plot": path.with_name(f"{path.stem}_reliability.png"),
+            "--report's mistakes sheet": path.with_name(f"{path.stem}_mistakes.jpg")}
+
+
+def check_report_path(path: Path, inputs: list[Path] | tuple[Path, ...] = ()) -> None:
+    """Before any work: the report and its plots can be written beside ``path`` and write no input
+    (one UserError if not)."""
+    check_outputs([Output(option, file) for option, file in report_files(path).items()], inputs)
     if path.is_dir():
         raise UserError(f"--report {path} is a folder; give a file name such as {path / 'report.json'}")
     if path.parent.exists() and not path.parent.is_dir():
@@ -409,7 +419,9 @@ def check_report_path(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report_path = Path(args.report)
-    check_report_path(report_path)  # fails now, not after the whole evaluation
+    model = Path(args.model)
+    inputs = [model, model.with_suffix(".json"), Path(args.data), *([Path(args.labels)] if args.labels else [])]
+    check_report_path(report_path, inputs)  # fails now, not after the whole evaluation
     report, p = evaluate(Path(args.model), Path(args.data), crops=args.crops, detector=args.detector,
                          labels=Path(args.labels) if args.labels else None, batch_size=args.batch_size,
                          threads=args.threads, detector_backend=args.detector_backend)

@@ -878,6 +878,11 @@ def _label_session(args: argparse.Namespace) -> tuple[LabelSession, Callable[[It
         raise UserError(f"source folder not found: {src}" if not src.exists() else f"{src} is not a folder")
     if src.resolve() == out.resolve():
         raise UserError("--src and --out must be different folders")
+    for label in LABELS:  # OUT may lie inside SRC (it is left out of the list), SRC never inside OUT/LABEL
+        target = (out / label).resolve()
+        if src.resolve() == target or target in src.resolve().parents:
+            raise UserError(f"--src {src} lies in {out / label}, where labelled copies go: the input would be "
+                            "written; choose another --out")
     order = args.order or ("confidence" if args.model else "name")
     if order != "name" and not args.model:
         raise UserError(f"--order {order} needs --model")
