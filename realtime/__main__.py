@@ -12,11 +12,25 @@ Examples:
 Exit status: 0 on success, 2 on unusable input (one `error:` line on stderr), 130 on Ctrl-C.
 """
 
+# ruff: noqa: E402  (the imports below come after the SIGINT handler on purpose)
 from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _exit_while_loading(signum: int, frame: object) -> None:
+    os._exit(130)  # nothing is open or written yet: end at once, no traceback
+
+
+# Ctrl-C while the modules below load (a fraction of a second) ends quietly with 130 instead of a
+# KeyboardInterrupt traceback from inside an import; main() gives SIGINT back to Python.
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "face-gender":
+    signal.signal(signal.SIGINT, _exit_while_loading)
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,6 +135,15 @@ def _list_cameras() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is _exit_while_loading:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before the run's own handling (argument parsing, logging set-up)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
@@ -177,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         return report_user_error(exc, args.verbose)
     except KeyboardInterrupt:
+        from .native import restore_stderr
+
+        restore_stderr()
         print("error: interrupted", file=sys.stderr)
         return 130
     summary = (f"{plural(stats.frames, 'frame')}, {plural(stats.faces, 'face')} in {stats.seconds:.1f} s "

@@ -187,7 +187,14 @@ class LiveWindow:
         sink, self.recording = self.recording, None
         if sink is None:
             return
-        sink.close(keep=True)
+        try:
+            sink.finalize()  # reopens the finished file and counts its frames (a full disk leaves a broken one)
+            sink.close(keep=True)
+        except UserError as exc:
+            sink.close(keep=False)
+            self._toast(f"clip failed: {exc}")
+            log.warning("clip failed: %s", exc)
+            return
         if sink.path.exists():
             self.recordings.append(sink.path)
             self._toast(f"clip saved: {sink.path} ({sink.count} frames)")

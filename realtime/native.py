@@ -19,6 +19,7 @@ Two ways to keep them off the terminal, neither of which can lose a log line:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.abc
 import io
@@ -85,6 +86,9 @@ def _start_quiet() -> bool:
             saved = os.dup(2)
         except OSError:
             return False
+        # The saved descriptor is recorded before fd 2 moves: an interrupt anywhere from here on
+        # leaves enough for restore_stderr() (run at exit and on every interrupted path) to undo it.
+        _saved_fd, _depth = saved, 1
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             try:
@@ -92,22 +96,37 @@ def _start_quiet() -> bool:
             finally:
                 os.close(devnull)
         except OSError:
+            _saved_fd, _depth = None, 0
             os.close(saved)
             return False
-        _saved_fd, _depth = saved, 1
         return True
 
 
 def _end_quiet() -> None:
-    global _depth, _saved_fd
+    global _depth
     with _lock:
         _depth -= 1
-        if _depth == 0 and _saved_fd is not None:
-            try:
-                os.dup2(_saved_fd, 2)
-            finally:
-                os.close(_saved_fd)
-                _saved_fd = None
+        if _depth <= 0:
+            restore_stderr()
+
+
+def restore_stderr() -> None:
+    """Put fd 2 back, whatever a quiet block was doing when an interrupt (Ctrl-C, SIGTERM) left it
+    half-way: called when a block ends, at exit, and on the CLI's interrupted paths. Idempotent."""
+    global _depth, _saved_fd
+    saved = _saved_fd
+    if saved is None:
+        _depth = 0
+        return
+    # fd 2 first, the record after: interrupted in between, the next call simply does it again.
+    with contextlib.suppress(OSError):
+        os.dup2(saved, 2)
+    _saved_fd, _depth = None, 0
+    with contextlib.suppress(OSError):
+        os.close(saved)
+
+
+atexit.register(restore_stderr)
 
 
 def _after_fork_in_child() -> None:
@@ -133,13 +152,16 @@ def quiet_stderr() -> Iterator[None]:
     debug logging on, or other threads running, or :func:`filter_native_stderr` installed, it does
     nothing. Python logging is flushed first and works as before afterwards.
     """
-    if logging.getLogger().isEnabledFor(logging.DEBUG) or not _start_quiet():
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
         yield
         return
+    started = False
     try:
+        started = _start_quiet()
         yield
     finally:
-        _end_quiet()
+        if started:
+            _end_quiet()
 
 
 def stderr_is_quiet() -> bool:

@@ -30,6 +30,7 @@ from .errors import SourceError, UserError
 from .face_detector import Detection, FaceDetector, StillImageDetector
 from .files import Output, check_outputs
 from .live import DEFAULT_CAPTURES, LiveWindow
+from .native import restore_stderr
 from .overlay import FaceView, caption, contact_sheet, draw_faces
 from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
@@ -437,6 +438,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                     break
         except KeyboardInterrupt:
             stats.interrupted = True
+            restore_stderr()  # an interrupt inside a quiet_stderr block's set-up must not silence the end
         except SourceError as exc:
             error = exc
         except OutputError as exc:  # disk full, read-only, I/O error: no output is published

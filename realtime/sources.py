@@ -359,12 +359,13 @@ class StreamSource(Source):
 
 # --- images ----------------------------------------------------------------------------------
 def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file to BGR, or None when it is empty, unreadable or not an image."""
+    """Decode an image file to BGR, or None when it is empty, unreadable, not an image, or larger
+    than the runtime's pixel limit (logged: a 1 MB PNG can hold 400 megapixels, gigabytes decoded)."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
+        return read_image_limited(path)
+    except ImageTooLargeError as exc:
+        log.warning("skipping %s: %s", path, exc)
         return None
-    return decode_image(data)
 
 
 def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
@@ -663,6 +664,8 @@ class SyntheticSource(Source):
 
 
 SYNTHETIC_KEYS = ("faces", "frames", "size", "fps")
+SYNTHETIC_MIN_SIDE = 32
+SYNTHETIC_MAX_FACES = 32
 
 
 def parse_synthetic(spec: str) -> SyntheticSource:
@@ -675,12 +678,25 @@ def parse_synthetic(spec: str) -> SyntheticSource:
     if unknown:
         raise SourceError(f"bad synthetic source {spec!r}: unknown key(s) {', '.join(unknown)}; "
                           f"known: {', '.join(SYNTHETIC_KEYS)}")
+    example = "e.g. synthetic:faces=2,frames=300,size=640x480,fps=30"
     try:
         size = tuple(int(v) for v in opts.get("size", "640x480").lower().split("x"))
-        return SyntheticSource(int(opts.get("faces", 1)), int(opts.get("frames", 300)),
-                               (size[0], size[1]), float(opts.get("fps", 30)))
-    except (ValueError, IndexError) as exc:
-        raise SourceError(f"bad synthetic source {spec!r}; e.g. synthetic:faces=2,frames=300,size=640x480") from exc
+        if len(size) != 2:
+            raise ValueError("size")
+        faces, frames, fps = int(opts.get("faces", 1)), int(opts.get("frames", 300)), float(opts.get("fps", 30))
+    except ValueError as exc:
+        raise SourceError(f"bad synthetic source {spec!r}; {example}") from exc
+    w, h = size
+    if not (w >= SYNTHETIC_MIN_SIDE and h >= SYNTHETIC_MIN_SIDE and w * h <= MAX_IMAGE_PIXELS):
+        raise SourceError(f"bad synthetic source {spec!r}: size must be at least {SYNTHETIC_MIN_SIDE}x"
+                          f"{SYNTHETIC_MIN_SIDE} and at most {MAX_IMAGE_PIXELS / 1e6:g} megapixels; {example}")
+    if not 0 <= faces <= SYNTHETIC_MAX_FACES:
+        raise SourceError(f"bad synthetic source {spec!r}: faces must be 0 to {SYNTHETIC_MAX_FACES}; {example}")
+    if frames < 1:
+        raise SourceError(f"bad synthetic source {spec!r}: frames must be at least 1; {example}")
+    if not (math.isfinite(fps) and 0 < fps <= 1000):
+        raise SourceError(f"bad synthetic source {spec!r}: fps must be above 0 and at most 1000; {example}")
+    return SyntheticSource(faces, frames, (w, h), fps, face_px=min(160, min(w, h) // 2))
 
 
 # --- dispatch --------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ pipeline a signal that a tiny model can learn exactly, so metrics have known ans
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,3 +193,15 @@ def run_training(*args: str, timeout: float = 600) -> subprocess.CompletedProces
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 8-bit gray PNG of zeros: a few hundred kB at most that decode to width x height x 3 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    comp = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte + pixels
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -152,3 +153,78 @@ def test_single_image_prints_faces_or_writes_the_named_image(tmp_path: Path, fac
     proc = run_realtime("--source", str(image), "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and cv2.imread(str(out)).shape == face_image.shape
+
+
+def _wait_until_loading(pid: int, deadline: float) -> bool:
+    """True once the process maps numpy's native library: Python is importing the runtime's modules."""
+    while time.monotonic() < deadline:
+        try:
+            if "numpy" in Path(f"/proc/{pid}/maps").read_text():
+                return True
+        except OSError:
+            return False
+        time.sleep(0.002)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see when imports start")
+def test_ctrl_c_while_the_modules_load_exits_130_quietly() -> None:
+    cmd = [sys.executable, "-m", "realtime", "--source", "synthetic:frames=100000,size=320x240", "--no-display",
+           "--no-progress", "--threads", "1"]
+    for k in range(6):
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            if _wait_until_loading(proc.pid, time.monotonic() + 20):
+                time.sleep(0.01 * k)  # at different points of the imports
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, err[-2000:]
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+
+
+def test_an_interrupt_inside_the_stderr_silencing_block_never_loses_stderr() -> None:
+    """Ctrl-C landing anywhere in quiet_stderr()'s set-up or tear-down: the interrupted path's
+    restore_stderr() brings fd 2 back every time (once in ~135 signalled runs it stayed /dev/null)."""
+    code = textwrap.dedent("""
+        import os, signal, time
+        from realtime.native import quiet_stderr, restore_stderr
+        armed, hits, original = False, 0, os.fstat(2)
+        def interrupt(signum, frame):  # Ctrl-C, but only inside the block under test
+            if armed:
+                raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, interrupt)
+        print("ready", flush=True)
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            try:
+                armed = True
+                with quiet_stderr():
+                    pass
+                armed = False
+            except KeyboardInterrupt:
+                armed = False
+                hits += 1
+                restore_stderr()  # what every interrupted exit path of the CLIs does
+                now = os.fstat(2)
+                assert (now.st_dev, now.st_ino) == (original.st_dev, original.st_ino), "fd 2 not restored"
+        os.write(2, b"interrupted %d times\\nfinal\\n" % hits)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        for _ in range(300):  # ~1 s of interrupts, well inside the child's 3 s loop
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.003)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
+    assert err.endswith("final\n"), err[-500:]
+    assert int(err.split("interrupted ")[1].split()[0]) >= 20, err  # the block really was interrupted

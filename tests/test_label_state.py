@@ -7,13 +7,12 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from fixtures import png_bomb
 
 from realtime.errors import UserError
 from training.__main__ import build_parser, main
@@ -21,17 +20,6 @@ from training.label import LOG_NAME, STATE_NAME, Item, ReviewSession, load_state
 
 
 # -- data -------------------------------------------------------------------------------------------
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid gray PNG of zeros: ~60 kB that decode to width x height x 3 bytes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    comp = zlib.compressobj(9)
-    idat = b"".join(comp.compress(bytes(width + 1)) for _ in range(height)) + comp.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
     folder = tmp_path / "unsorted"

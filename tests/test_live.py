@@ -87,6 +87,22 @@ def test_quitting_while_recording_leaves_a_complete_clip(tmp_path: Path) -> None
     assert int(cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FRAME_COUNT)) == 5
 
 
+def test_a_clip_that_does_not_play_is_reported_failed_not_saved(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk leaves OpenCV's writer silent and the file unplayable: the clip is checked as
+    --output videos are, removed, and the window says it failed."""
+    from realtime import sinks
+
+    monkeypatch.setattr(sinks, "_frames_in", lambda path: 0)  # what reopening a truncated file finds
+    win = LiveWindow(captures=tmp_path, fps=10.0, keys=Script({0: "r", 4: "r"}), screen=Screen())
+    for k in range(6):
+        win.show(frame(k), [], frame(k), None)
+    win.close()
+    assert win.recordings == []
+    assert "clip failed" in win.status.toast and "holds 0 of 4 frames" in win.status.toast
+    assert list(tmp_path.iterdir()) == []  # neither the broken clip nor its temporary file
+
+
 @pytest.fixture
 def scripted_window(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Script, Screen]]:
     keys, screen = Script({3: "s", 4: "r", 9: "r", 12: "q"}), Screen()

@@ -263,3 +263,54 @@ def test_swa_keeps_the_mean_of_every_epoch_across_resume(runs: dict, cache: Path
     assert all(r["swa_val_acc"] not in ("", None) for r in rows)
     assert state(run)["swa_epochs"] == 2
     assert state(run)["best_kind"] in ("epoch", "swa")
+
+
+# -- damaged run files: one line naming the file and what to do (issue 26.5) --------------------------
+def damaged_copy(runs: dict, work: Path, name: str) -> Path:
+    import shutil
+
+    run = work / name
+    shutil.copytree(runs["run"], run)
+    return run
+
+
+def test_resume_from_a_damaged_checkpoint_or_history_is_one_line(runs: dict, cache: Path, work: Path) -> None:
+    run = damaged_copy(runs, work, "damaged_run")
+    last = run / "last.keras"
+    good = last.read_bytes()
+    args = ("train", "--data", str(cache), "--run", str(run), "--schedule", "32:3", "--resume", *TRAIN_ARGS)
+    for damage in (good[: len(good) // 2], b"", bytes(range(256)) * 64):
+        last.write_bytes(damage)
+        proc = run_training(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        (line,) = error_lines(proc.stderr)
+        assert "last.keras is damaged" in line and "--force" in line, line
+    last.write_bytes(good)
+    (run / "history.csv").write_bytes(bytes(range(256)) * 8)
+    proc = run_training(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = error_lines(proc.stderr)
+    assert "history.csv is damaged" in line, line
+
+
+def test_a_bad_unfinished_epoch_entry_redoes_that_epoch(runs: dict, cache: Path, work: Path) -> None:
+    run = damaged_copy(runs, work, "bad_partial_run")
+    st = state(run)
+    st["partial"] = {"epoch": "three", "steps": [1]}
+    (run / "state.json").write_text(json.dumps(st))
+    proc = run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:3", "--resume",
+                        *TRAIN_ARGS)
+    check(proc)
+    assert "unfinished-epoch entry" in proc.stderr and "redone from its start" in proc.stderr
+    assert state(run)["epochs_done"] == 3 and "partial" not in state(run)
+
+
+def test_export_of_a_damaged_checkpoint_is_one_line(cache: Path, work: Path) -> None:
+    bad = work / "bad.keras"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    proc = run_training("export", "--checkpoint", str(bad), "--data", str(cache), "--out", str(work / "x.tflite"),
+                        "--size", "32")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = error_lines(proc.stderr)
+    assert "bad.keras is damaged" in line and "best.keras" in line, line
+    assert not (work / "x.tflite").exists()

@@ -8,16 +8,15 @@ from __future__ import annotations
 import errno
 import io
 import resource
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from fixtures import png_bomb
 
 pytest.importorskip("fastapi", reason="the web app needs requirements-web.txt")
 pytest.importorskip("multipart", reason="the web app needs python-multipart (requirements-web.txt)")
@@ -42,18 +41,6 @@ SECURITY = ("content-security-policy", "x-content-type-options", "referrer-polic
 
 
 # --- tiny "bombs" ---------------------------------------------------------------------------------
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 8-bit gray PNG of zeros: a few hundred kB that decode to width x height x 3 bytes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    comp = zlib.compressobj(9)
-    row = bytes(width + 1)  # filter byte + pixels
-    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def hdr_bomb(width: int, height: int) -> bytes:
     """A Radiance HDR header promising width x height float pixels (OpenCV allocates them, then
     reads the data; Pillow cannot read this format at all)."""

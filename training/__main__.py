@@ -73,6 +73,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         items = stratified_sample(items, args.limit, args.split_seed)
     if not items:
         raise UserError("nothing to prepare: give --utkface DIR and/or --folder DIR")
+    empty = [label for label in ("female", "male") if not any(item.gender == label for item in items)]
+    if empty:
+        raise UserError(f"no {' and no '.join(empty)} images in the given folders: a classifier needs both "
+                        "female/ and male/ images")
     fractions = {"val": 0.0 if args.val else args.val_fraction, "test": 0.0 if args.test else args.test_fraction}
     extra["data"] = describe_data(args, items)
     extra["split"] = {"seed": args.split_seed, "fractions": fractions,

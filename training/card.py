@@ -50,30 +50,51 @@ def run(args: argparse.Namespace) -> int:
     check_writable(out)
     try:
         meta = json.loads(meta_path.read_text())
-        if not isinstance(meta, dict) or "metrics" not in meta:
+        if not isinstance(meta, dict) or not isinstance(meta.get("metrics"), dict):
             raise ValueError("no metrics in it: not written by `python -m training export`")
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"{meta_path}: {exc}") from exc
-    tradeoff = _load(args.tradeoff)
-    region = _load(args.region_experiment)
-    if args.history and not args.history.is_file():
-        raise UserError(f"--history {args.history}: not found")
-    if args.history:
-        with args.history.open(newline="") as f:
-            history = list(csv.DictReader(f))
-    else:
-        history = meta.get("training_curve") or []
-    text = render(meta, tradeoff, region, history, args.reproduce or meta.get("reproduce", ""))
+    tradeoff = _load(args.tradeoff, "--tradeoff")
+    region = _load(args.region_experiment, "--region-experiment")
+    history = _history(args.history) if args.history else meta.get("training_curve") or []
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise UserError(f"{meta_path}: training_curve is not a list of epochs; give --history RUN/history.csv")
+    try:
+        text = render(meta, tradeoff, region, history, args.reproduce or meta.get("reproduce", ""))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        named = [str(meta_path), *(str(p) for p in (args.tradeoff, args.region_experiment, args.history) if p)]
+        raise UserError(f"cannot write the card: a value in {' or '.join(named)} is missing or of the wrong type "
+                        f"({exc.__class__.__name__}: {exc}); export the model again, or check the file you "
+                        "edited") from exc
     write_text_atomic(out, text)
     return 0
 
 
-def _load(path: Path | None) -> dict | None:
+def _load(path: Path | None, option: str) -> dict | None:
     if path is None:
         return None
     if not path.is_file():
-        raise UserError(f"not found: {path}")
-    return json.loads(path.read_text())
+        raise UserError(f"{option} {path}: not found")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{option} {path} is not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{option} {path} is not a JSON object")
+    return data
+
+
+def _history(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"--history {path}: not found")
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            int(row["epoch"])
+    except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"--history {path} is not a training history.csv ({exc.__class__.__name__})") from exc
+    return rows
 
 
 def pct(v: float | None) -> str:

@@ -37,7 +37,7 @@ from .metrics import (
     metrics,
     reliability,
 )
-from .model import has_age_head, named_outputs, save_snapshot, without_training_heads
+from .model import has_age_head, load_checkpoint, named_outputs, save_snapshot, without_training_heads
 from .train import eval_arrays, predict_outputs
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,6 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
     one around the threshold that holds ``uncertain_share`` of the faces. Everything is then
     measured once on the test split, which chose nothing.
     """
-    import keras
 
     if not checkpoint.is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
@@ -160,7 +159,9 @@ def export(checkpoint: Path, data: Path, out: Path, size: int, max_drop: float =
         raise UserError(f"--flip-share must be in (0, 1], got {flip_share}")
     cache = load_cache(data)
     templates = load_templates(resolve_templates(mask_templates))
-    model = without_training_heads(keras.models.load_model(checkpoint))  # the feature head is training-only
+    # The feature head is training-only.
+    model = without_training_heads(load_checkpoint(checkpoint, "export another checkpoint of the run "
+                                                               "(best.keras or last.keras)"))
     age_head = has_age_head(model)
     region = run_config(checkpoint).get("face_region", "full")
     rng = np.random.default_rng(0)

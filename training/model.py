@@ -28,6 +28,20 @@ IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 AGE_OFFSET, AGE_SCALE = 35.0, 20.0
 
 
+def load_checkpoint(path: Path | str, advice: str = "") -> keras.Model:
+    """``keras.models.load_model`` whose failures (a truncated, empty or foreign file) are one
+    :class:`UserError` naming the file and what to do (``advice``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        return keras.models.load_model(path)
+    except Exception as exc:  # zipfile, h5py, JSON and Keras' own errors: the file is not a model of ours
+        why = str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__
+        raise UserError(f"{path} is damaged or not a Keras model ({why})"
+                        + (f": {advice}" if advice else "")) from exc
+
+
 def build_model(weights: str = "none", input_size: int | None = None, head_units: int = 256,
                 dropout: float = 0.5, age_head: bool = False, feature_dim: int = 0) -> keras.Model:
     """``weights``: ``imagenet`` (needs a download), ``none`` (from scratch) or a file path.
@@ -45,7 +59,7 @@ def build_model(weights: str = "none", input_size: int | None = None, head_units
         if not Path(weights).is_file():
             raise UserError(f"weights file not found: {weights}")
         if Path(weights).suffix == ".keras":
-            loaded = keras.models.load_model(weights)
+            loaded = load_checkpoint(weights, "give another --weights file")
             if has_age_head(loaded) == age_head and (feature_dim > 0) == has_feature_head(loaded):
                 return loaded
             model = build_model("none", input_size, head_units, dropout, age_head, feature_dim)

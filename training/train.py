@@ -34,6 +34,7 @@ from .model import (
     build_model,
     has_age_head,
     has_feature_head,
+    load_checkpoint,
     soft_binary_accuracy,
     weights_have_age_head,
 )
@@ -278,6 +279,12 @@ class Trainer:
             self.val_idx = self.val_idx[: cfg.val_limit]
         if len(self.train_idx) == 0 or len(self.val_idx) == 0:
             raise UserError(f"{cfg.data}: the train or val split is empty")
+        labels = self.cache.labels()
+        for split, idx in (("train", self.train_idx), ("val", self.val_idx)):
+            missing = [name for value, name in ((1, "female"), (0, "male")) if not (labels[idx] == value).any()]
+            if missing:
+                raise UserError(f"{cfg.data}: the {split} split has no {' and no '.join(missing)} faces; a classifier "
+                                "needs both: add images to that folder and prepare again")
         self.targets = plain_targets(self.cache)
         if cfg.teacher_cache:
             self.targets = build_targets(self.cache, Path(cfg.teacher_cache), tuple(cfg.teachers), cfg.teacher_weight,
@@ -320,10 +327,31 @@ class Trainer:
             try:
                 state = json.loads(path.read_text())
                 int(state["epochs_done"]), float(state["best_val_acc"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise UserError(f"{path}: not a valid training state ({exc})") from exc
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                raise UserError(f"{path} is damaged: not a valid training state ({exc}); start the run afresh with "
+                                "--force, or continue from its best.keras in a new run (--weights)") from exc
+            if not isinstance(state, dict):
+                raise UserError(f"{path} is damaged: not a valid training state; start afresh with --force")
+            partial = state.get("partial")
+            if partial is not None and not _valid_partial(partial):
+                log.warning("%s: the unfinished-epoch entry %r is not valid; that epoch is redone from its start",
+                            path, partial)
+                state.pop("partial")
             return state
         return self._new_state()
+
+    def _check_history(self) -> None:
+        path = self.run / "history.csv"
+        if not path.is_file():
+            return
+        try:
+            with path.open(newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            for row in rows:
+                int(row["epoch"])
+        except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{path} is damaged ({exc.__class__.__name__}); move it away (the curve restarts "
+                            "empty) and --resume again") from exc
 
     def _new_state(self) -> dict:
         return {"epochs_done": 0, "best_val_acc": -1.0, "best_epoch": -1, "lr": self.cfg.lr, "flat_epochs": 0}
@@ -354,10 +382,19 @@ class Trainer:
         last = self.run / "last.keras"
         resumed_after = -1
         if resume and last.is_file():
-            model = keras.models.load_model(last)
+            self._check_history()  # before the model: a damaged history would fail after a whole epoch
+            best = self.run / "best.keras"
+            model = load_checkpoint(last, (f"continue from the best epoch in a new run (--weights {best} --run NEW), "
+                                           "or start this run afresh with --force") if best.is_file()
+                                    else "start this run afresh with --force")
             resumed_after = self.state["epochs_done"]
-            if self.cfg.swa and (self.run / "swa.keras").is_file():
-                self.swa_avg = keras.models.load_model(self.run / "swa.keras").get_weights()
+            swa = self.run / "swa.keras"
+            if self.cfg.swa and swa.is_file():
+                try:
+                    self.swa_avg = load_checkpoint(swa).get_weights()
+                except UserError as exc:  # the mean restarts from this epoch: nothing is lost but the average
+                    log.warning("%s; the weight average starts again from this epoch", exc)
+                    self.state["swa_epochs"] = 0
             log.info("resumed %s after %d epochs", last, self.state["epochs_done"])
         else:
             if resume:
@@ -571,6 +608,13 @@ def _save_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(path.stem + ".partial.keras")
     model.save(tmp)
     tmp.replace(path)
+
+
+def _valid_partial(partial: object) -> bool:
+    """``state.json``'s unfinished epoch: ``{"epoch": int >= 1, "steps": int >= 0}``."""
+    return (isinstance(partial, dict) and all(isinstance(partial.get(k), int) and not isinstance(partial.get(k), bool)
+                                              for k in ("epoch", "steps"))
+            and partial["epoch"] >= 1 and partial["steps"] >= 0)
 
 
 def _append_csv(path: Path, row: dict) -> None:
