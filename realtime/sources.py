@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -194,12 +196,46 @@ class CameraSource(_CaptureSource):
             index += 1
 
 
+# A JPEG start-of-frame segment (baseline, progressive …; 8-bit, 1 or 3 components): its height and
+# width. Entropy-coded JPEG data never holds 0xFF followed by a marker byte, so in an MJPEG video
+# these bytes are the frames' own headers.
+_JPEG_SOF = re.compile(rb"\xff[\xc0-\xc3\xc5-\xc7\xc9-\xcb\xcd-\xcf](?:\x00\x0b\x08(.{4})\x01|\x00\x11\x08(.{4})\x03)",
+                       re.DOTALL)
+
+
+def largest_jpeg_frame(path: Path) -> tuple[int, int] | None:
+    """The largest (width, height) among the JPEG frame headers in a file (an MJPEG video, whose
+    later frames may be far larger than its container header says), without decoding anything;
+    None when it holds none. OpenCV's FFmpeg backend decodes such a frame in full before scaling
+    it to the header's size, so the web app checks this before a video is decoded."""
+    import mmap
+
+    best: tuple[int, int] | None = None
+    try:
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for match in _JPEG_SOF.finditer(data):
+                h, w = struct.unpack(">HH", match.group(1) or match.group(2))
+                if best is None or w * h > best[0] * best[1]:
+                    best = (w, h)
+    except (OSError, ValueError):  # an empty file cannot be mapped
+        return None
+    return best
+
+
+class FrameTooLargeError(SourceError):
+    """A decoded video frame over the pixel limit: the video stops there."""
+
+
 class VideoFileSource(_CaptureSource):
+    """A video file. Every decoded frame is checked against ``max_pixels`` before it goes on (the
+    header and the first frame can be small while later frames are huge)."""
+
     kind = "video"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_pixels: int | None = None) -> None:
         super().__init__(str(path))
         self.path = path
+        self.max_pixels = max_pixels or MAX_IMAGE_PIXELS
 
     def _capture(self) -> cv2.VideoCapture:
         _check_file(self.path)
@@ -221,6 +257,10 @@ class VideoFileSource(_CaptureSource):
             image = self.read()
             if image is None:
                 break
+            h, w = image.shape[:2]
+            if w * h > self.max_pixels:
+                raise FrameTooLargeError(f"video {self.path} has a frame of {w} x {h} pixels (frame {index + 1}); "
+                                         f"video frames are limited to {self.max_pixels / 1e6:g} megapixels")
             yield Frame(index, index / self.fps, image)
             index += 1
         if index == 0:

@@ -204,9 +204,10 @@ def test_video_job_runs_with_progress_and_results_are_downloadable_then_deleted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real_run = web_jobs.run
 
-    def slow_run(config: Config, on_frame: Callable[[int, int | None], bool]) -> object:
+    def slow_run(config: Config, on_frame: Callable[[int, int | None], bool], source: object = None) -> object:
         # A few ms per frame, so that polling sees the job half done.
-        return real_run(config, on_frame=lambda done, total: time.sleep(0.04) or on_frame(done, total))
+        return real_run(config, on_frame=lambda done, total: time.sleep(0.04) or on_frame(done, total),
+                        source=source)
 
     monkeypatch.setattr(web_jobs, "run", slow_run)
     clip = write_face_video(tmp_path / "walk.mp4", face_image, frames=12)

@@ -170,7 +170,8 @@ def test_video_with_oversized_frames_is_refused(settings: Settings, face_image: 
     with TestClient(create_app(settings)) as client:
         r = upload(client, ("big.avi", clip.read_bytes(), "video/x-msvideo"))
         assert r.status_code == 413
-        assert r.json()["error"] == "big.avi has frames of 360 x 320 pixels; video frames are limited to 0.1 megapixels"
+        assert r.json()["error"] == ("big.avi has a frame of 360 x 320 pixels; video frames are limited to "
+                                     "0.1 megapixels")
         [root] = settings.workdir.iterdir()
         assert list(root.iterdir()) == []
 
@@ -330,8 +331,8 @@ def test_result_write_errors_fail_the_job_with_one_sentence(client: TestClient, 
                                                             failure: object, words: str) -> None:
     real_run = web_jobs.run
 
-    def failing_run(config: web_jobs.Config, on_frame: object) -> object:
-        stats = real_run(config, on_frame=on_frame)
+    def failing_run(config: web_jobs.Config, on_frame: object, source: object = None) -> object:
+        stats = real_run(config, on_frame=on_frame, source=source)
         if isinstance(failure, OSError):
             raise failure
         with config.jsonl.open("a") as fh:
@@ -347,3 +348,71 @@ def test_result_write_errors_fail_the_job_with_one_sentence(client: TestClient, 
     assert "Traceback" not in status["error"] and "\n" not in status["error"]
     [root] = settings.workdir.iterdir()
     assert list(root.iterdir()) == []  # no result file stays under its final name
+
+
+# --- round 2 (issue 26.7): later frames, a full temporary disk, server paths, slow clients ---------
+def mjpeg_with_a_large_later_frame(path: Path, large: tuple[int, int] = (1000, 1000)) -> Path:
+    """An MJPEG AVI whose header and first frames are 360 x 320 and whose third frame is ``large``
+    (the frame's JPEG replaced in place, padded to its chunk's length, so the AVI stays valid)."""
+    import struct
+
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (360, 320))
+    for _ in range(4):
+        writer.write(rng.integers(0, 255, (320, 360, 3), dtype=np.uint8))  # noise: large JPEG chunks
+    writer.release()
+    data = bytearray(path.read_bytes())
+    chunks = [i for i in range(8, len(data) - 1) if data[i:i + 2] == b"\xff\xd8" and data[i - 8:i - 4] == b"00dc"]
+    start = chunks[2]
+    size = struct.unpack("<I", data[start - 4:start])[0]
+    ok, big = cv2.imencode(".jpg", np.full((large[1], large[0], 3), 128, np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 50])
+    assert ok and len(big) <= size
+    data[start:start + size] = big.tobytes() + bytes(size - len(big))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_video_whose_later_frames_are_too_large_is_refused_before_decoding(settings: Settings,
+                                                                                tmp_path: Path) -> None:
+    settings.max_image_megapixels = 0.5  # the header's 360 x 320 passes; the third frame's 1000 x 1000 does not
+    clip = mjpeg_with_a_large_later_frame(tmp_path / "late.avi")
+    with TestClient(create_app(settings)) as client:
+        r = upload(client, ("late.avi", clip.read_bytes(), "video/x-msvideo"))
+        assert r.status_code == 413, r.text
+        assert r.json()["error"] == ("late.avi has a frame of 1000 x 1000 pixels; video frames are limited to "
+                                     "0.5 megapixels")
+        [root] = settings.workdir.iterdir()
+        assert list(root.iterdir()) == []
+
+
+def test_every_decoded_video_frame_is_checked_against_the_limit(tmp_path: Path, face_image: np.ndarray) -> None:
+    from realtime.sources import FrameTooLargeError, VideoFileSource
+
+    clip = write_face_video(tmp_path / "v.avi", face_image, frames=3, fourcc="MJPG")
+    with VideoFileSource(clip, max_pixels=100_000) as source, pytest.raises(FrameTooLargeError,
+                                                                            match="360 x 320 pixels"):
+        list(source.frames())
+
+
+def test_an_upload_on_a_full_temporary_disk_is_507_with_a_sentence(client: TestClient, face_image: np.ndarray,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.datastructures import UploadFile
+
+    async def full(self: UploadFile, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(UploadFile, "write", full)
+    r = upload(client, ("a.jpg", jpeg_bytes(face_image), "image/jpeg"))
+    assert r.status_code == 507
+    assert r.json()["error"] == ("the server could not store the upload: No space left on device; try again later, "
+                                 "or a smaller file")
+
+
+def test_job_errors_name_the_upload_not_the_servers_paths(settings: Settings) -> None:
+    job = web_jobs.Job("id1", "holiday.mp4", settings.workdir / "jobs" / "id1", settings.workdir / "jobs" / "id1" /
+                       "upload.mp4", settings.workdir / "jobs" / "id1" / "labelled.webm",
+                       settings.workdir / "jobs" / "id1" / "faces.jsonl", 10.0, 3, 30)
+    text = web_jobs.public_text(f"cannot write {job.output}: the disk is full; read {job.input} and {job.jsonl}",
+                                job)
+    assert text == "cannot write the labelled video: the disk is full; read holiday.mp4 and the faces file"
+    assert str(settings.workdir) not in text

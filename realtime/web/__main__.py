@@ -20,6 +20,7 @@ from ..config import add_pipeline_args
 from ..errors import UserError
 from ..httpguard import LOOPBACK_HOSTS, is_loopback
 from ..native import filter_native_stderr, unfilter_native_stderr
+from . import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEP_ALIVE_S, MIN_BODY_RATE
 
 log = logging.getLogger("realtime.web")
 
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest video accepted, in seconds (default 120)")
     p.add_argument("--keep-minutes", type=positive_float, default=15.0,
                    help="finished video results are deleted after this long (default 15)")
+    p.add_argument("--header-timeout", type=positive_float, default=HEADER_TIMEOUT_S, metavar="S",
+                   help="a request's line and headers must arrive within S seconds, or 408 and the "
+                        f"connection is closed (default {HEADER_TIMEOUT_S:g})")
+    p.add_argument("--body-timeout", type=positive_float, default=BODY_TIMEOUT_S, metavar="S",
+                   help="a request's body must arrive within S seconds plus its size at "
+                        f"{MIN_BODY_RATE // 1024} KiB/s, or the connection is closed (default {BODY_TIMEOUT_S:g}); "
+                        f"idle kept-alive connections close after {KEEP_ALIVE_S:g} s")
     add_pipeline_args(p, include=("threads", "detector_backend"))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and one line per request")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -90,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     # this is still the only thread; the server's own log lines go straight to stderr.
     filtered = filter_native_stderr()
     try:
+        from .timeouts import timed_protocol
+
         uvicorn.run(app, host=args.host.strip("[]"), port=args.port, log_config=None, access_log=args.verbose,
-                    ws_max_size=WS_MAX_BYTES, timeout_graceful_shutdown=5)
+                    ws_max_size=WS_MAX_BYTES, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S,
+                    http=timed_protocol(args.header_timeout, args.body_timeout))
     finally:
         if filtered:
             unfilter_native_stderr()

@@ -64,6 +64,7 @@ from .common import (  # noqa: F401 - re-exported
     looks_like_video,
     pick_video_format,
     safe_name,
+    storage_error,
 )
 from .guard import Guard, cross_site  # noqa: F401 - re-exported
 from .images import StillImages
@@ -177,6 +178,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):  # the upload could not be spooled to the temporary folder
+            log.error("an upload could not be stored in the temporary folder: %s", cause)
+            stored = storage_error("the upload", cause)
+            return error_response(stored.status, f"{stored.message}; try again later, or a smaller file")
         message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
         return error_response(exc.status_code, f"{message}: {request.method} {request.url.path}")
 

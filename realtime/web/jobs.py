@@ -16,9 +16,7 @@ from typing import Any, BinaryIO, Literal
 
 from ..errors import SourceError, UserError
 from ..pipeline import Config, run
-from ..sources import (
-    VideoFileSource,
-)
+from ..sources import FrameTooLargeError, VideoFileSource, largest_jpeg_frame
 from .common import (
     MAX_QUEUED_JOBS,
     Settings,
@@ -32,6 +30,14 @@ from .common import (
 log = logging.getLogger(__name__)
 
 # --- videos ---------------------------------------------------------------------------------------
+def public_text(text: str, job: Job) -> str:
+    """A message for the page: the upload's own name instead of the server's temporary paths."""
+    text = text.replace(str(job.input), job.name)
+    for path, shown in ((job.output, "the labelled video"), (job.jsonl, "the faces file"), (job.folder, "the job")):
+        text = text.replace(str(path), shown)
+    return text.replace(str(job.folder.parent), "the server's work folder")
+
+
 JobState = Literal["queued", "running", "done", "error", "deleted"]
 
 
@@ -159,17 +165,20 @@ class VideoJobs:
             raise WebError(415, f"{name} is not a video file this app can read; "
                                 f"it accepts {accepted_types()}")
         limit = self.settings.max_image_pixels
+        largest = largest_jpeg_frame(path)  # MJPEG: every frame's own header, before FFmpeg decodes one
+        if largest is not None and largest[0] * largest[1] > limit:
+            raise WebError(413, f"{name} has a frame of {largest[0]} x {largest[1]} pixels; video frames are "
+                                f"limited to {limit / 1e6:g} megapixels")
         try:
-            with VideoFileSource(path) as source:
+            with VideoFileSource(path, max_pixels=limit) as source:
                 w, h = source.size or (0, 0)
                 if w * h > limit:  # from the container's header, before a frame is decoded
                     raise WebError(413, f"{name} has frames of {w} x {h} pixels; video frames are limited "
                                         f"to {limit / 1e6:g} megapixels")
-                first = next(iter(source.frames()))  # decodes the first frame or raises SourceError
-                h, w = first.image.shape[:2]
-                if w * h > limit:
-                    raise WebError(413, f"{name} has frames of {w} x {h} pixels; video frames are limited "
-                                        f"to {limit / 1e6:g} megapixels")
+                try:
+                    next(iter(source.frames()))  # decodes the first frame (checked against the limit)
+                except FrameTooLargeError as exc:
+                    raise WebError(413, str(exc).replace(f"video {path}", name)) from None
                 fps, total = source.fps, source.total
         except (SourceError, StopIteration) as exc:
             log.debug("probe of %s failed: %s", name, exc)
@@ -193,7 +202,7 @@ class VideoJobs:
             else:
                 message = f"processing failed ({type(exc).__name__}: {exc})"
             log.error("video job %s failed: %s", job.id, message, exc_info=log.isEnabledFor(logging.DEBUG))
-            job.error = job.error or message
+            job.error = job.error or public_text(message, job)
             self._remove_files(job)  # nothing half-written stays under a result's name
             job.state, job.finished_at = "error", time.monotonic()
 
@@ -213,14 +222,16 @@ class VideoJobs:
             return not (job.cancelled or self.stopping.is_set())
 
         try:
-            stats = run(config, on_frame=progress)
+            # Every frame is checked against the pixel limit, not only the header and the first one.
+            with VideoFileSource(job.input, max_pixels=self.settings.max_image_pixels) as source:
+                stats = run(config, on_frame=progress, source=source)
             job.frames, job.faces = stats.frames, stats.faces
             if job.total is None and stats.frames >= job.max_frames:
                 job.warning = (f"only the first {self.settings.max_video_seconds:g} s were processed "
                                "(the video is longer than the limit)")
         except UserError as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, UserError) else exc
-            text = str(cause).replace(str(job.input), job.name)
+            text = public_text(str(cause), job)
             if job.output.is_file() and job.jsonl.is_file():
                 job.warning = f"{text}; showing the frames before the damage"
             else:
