@@ -24,28 +24,10 @@ import numpy as np
 
 from .crop import Box, apply_region, crop_face
 from .errors import ModelError
+from .face import APPARENT_AGE, CHILD, P_FEMALE, UNCERTAIN, Face
 from .litert import load_interpreter
 
 log = logging.getLogger(__name__)
-
-UNCERTAIN = "uncertain"
-CHILD = "child"  # the reason of an ``uncertain`` label given to a face that looks under ``child_age``
-P_FEMALE = "p_female"
-APPARENT_AGE = "apparent_age"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    p_female: float
-    label: str  # "female" | "male" | "uncertain"
-    apparent_age: float | None = None  # years; None for models without the age head
-    reason: str | None = None  # why the label is "uncertain": "child", or None
-
-    @property
-    def confidence(self) -> float:
-        """Confidence in the shown label (for ``uncertain``: in the likelier class)."""
-        return max(self.p_female, 1.0 - self.p_female)
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -287,15 +269,14 @@ class GenderClassifier:
         order = (self.info.raw or {}).get("output_order", [self.info.negative_label, self.info.positive_label])
         return list(order).index(self.info.positive_label)
 
-    def classify(self, frame_bgr: np.ndarray, boxes: Sequence[Box]) -> list[Prediction]:
-        """Crop and classify all faces of one frame together."""
+    def classify(self, frame_bgr: np.ndarray, boxes: Sequence[Box]) -> list[Face]:
+        """Crop and classify all faces of one frame together (no tracking: one result each)."""
         values = self.predict(self.crops(frame_bgr, boxes))
         out = []
-        for i in range(len(boxes)):
-            p = float(values[P_FEMALE][i])
-            age = float(values[APPARENT_AGE][i]) if APPARENT_AGE in values else None
-            label, reason = self.decide(p, age)
-            out.append(Prediction(p, label, age, reason))
+        for i, box in enumerate(boxes):
+            outputs = {name: float(v[i]) for name, v in values.items()}
+            label, reason = self.decide(outputs[P_FEMALE], outputs.get(APPARENT_AGE))
+            out.append(Face(tuple(box), label, outputs, reason=reason))  # type: ignore[arg-type]
         return out
 
     def label_for(self, p_female: float) -> str:

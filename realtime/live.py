@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 
 from .errors import UserError
-from .overlay import FaceView, LiveStatus, draw_faces, draw_status
+from .face import Face
+from .overlay import LiveStatus, draw_faces, draw_status
 from .sinks import VideoSink, write_image_atomic
 
 log = logging.getLogger(__name__)
@@ -97,16 +98,16 @@ class LiveWindow:
         self._last_annotated: np.ndarray | None = None
 
     # -- per frame ------------------------------------------------------------------------------
-    def show(self, frame_bgr: np.ndarray, views: Sequence[FaceView], annotated: np.ndarray,
+    def show(self, frame_bgr: np.ndarray, faces: Sequence[Face], annotated: np.ndarray,
              fps: float | None) -> bool:
         """Draw and show one frame (``annotated`` is the output image: snapshots and clips)."""
-        self._count(views)
+        self._count(faces)
         self.status.fps = fps
-        self.status.faces_now = len(views)
+        self.status.faces_now = len(faces)
         self._last_annotated = annotated
         if self.recording is not None:
             self.recording.write(annotated)
-        shown = draw_faces(frame_bgr, views, mirror=self.mirror, blur=self.blur)
+        shown = draw_faces(frame_bgr, faces, mirror=self.mirror, blur=self.blur)
         self._last_shown = shown
         if not self._present(shown):
             return False
@@ -127,8 +128,8 @@ class LiveWindow:
         visible = getattr(self._screen, "visible", None)
         return bool(ok) and (visible is None or visible())
 
-    def _count(self, views: Sequence[FaceView]) -> None:
-        for v in views:
+    def _count(self, faces: Sequence[Face]) -> None:
+        for v in faces:
             if v.track_id is not None and v.label is not None:
                 self._labels[v.track_id] = v.label
         seen = {"female": 0, "male": 0, "uncertain": 0}

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .face import Face
+
 COLOURS = {  # BGR
     "female": (180, 80, 230),
     "male": (230, 160, 40),
@@ -26,19 +28,6 @@ def hex_colour(label: str) -> str:
     b, g, r = COLOURS[label]
     return f"#{r:02x}{g:02x}{b:02x}"
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-@dataclass(frozen=True)
-class FaceView:
-    """What to draw for one face."""
-
-    box: tuple[int, int, int, int]
-    label: str | None  # None: no result yet
-    confidence: float | None
-    track_id: int | None = None
-    reason: str | None = None  # why the label is "uncertain" ("child")
-    apparent_age: float | None = None
-    lean: str | None = None  # an uncertain face: the label its probability points to (confidence is that one's)
 
 
 def text_scale(height: int) -> tuple[float, int]:
@@ -66,7 +55,7 @@ def ink_for(background: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
 
 
-def caption(face: FaceView) -> str:
+def caption(face: Face) -> str:
     """``female 0.93``; ``male? 0.70`` for an uncertain face that leans male (0.70 is its probability
     of male); ``uncertain (child)``; ``...`` while a face waits for its first result."""
     if face.label is None:
@@ -83,7 +72,7 @@ def mirror_box(box: tuple[int, int, int, int], width: int) -> tuple[int, int, in
     return width - x - w, y, w, h
 
 
-def draw_faces(frame: np.ndarray, faces: Sequence[FaceView], fps: float | None = None, mirror: bool = False,
+def draw_faces(frame: np.ndarray, faces: Sequence[Face], fps: float | None = None, mirror: bool = False,
                blur: bool = False) -> np.ndarray:
     """A copy of ``frame`` with every face boxed and labelled, and the FPS in the top-left.
 

@@ -23,18 +23,19 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .classifier import APPARENT_AGE, GenderClassifier
+from .classifier import GenderClassifier
 from .cli import plural
 from .config import PipelineConfig
 from .errors import SourceError, UserError
+from .face import APPARENT_AGE, P_FEMALE, Face
 from .face_detector import Detection, FaceDetector, StillImageDetector
 from .files import Output, check_outputs
 from .live import DEFAULT_CAPTURES, LiveWindow
 from .native import restore_stderr
-from .overlay import FaceView, caption, contact_sheet, draw_faces
+from .overlay import caption, contact_sheet, draw_faces
 from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
 from .sources import Frame, ReconnectPolicy, Source, open_source
-from .tracker import CachePolicy, Tracker
+from .tracker import CachePolicy, Track, Tracker
 from .worker import ClassifierWorker
 
 if TYPE_CHECKING:
@@ -69,41 +70,7 @@ class Config(PipelineConfig):
     summary: Path | None = None
     # Called with (frame, faces, annotated image, pipeline) once a frame is in every output (a frame
     # is in the outputs and the observer, or in neither): the per-track summary (realtime.summary).
-    observer: Callable[[Frame, list[FaceResult], np.ndarray, FacePipeline], None] | None = None
-
-
-@dataclass
-class FaceResult:
-    track_id: int
-    box: tuple[int, int, int, int]
-    detector_score: float
-    label: str | None  # None until the first classification (async)
-    p_female: float | None
-    crop_box: tuple[int, int, int, int]
-    apparent_age: float | None = None  # smoothed years; None without the age head (or no result yet)
-    reason: str | None = None  # why the label is "uncertain": "child"
-
-    def record(self, privacy: bool = False) -> dict[str, Any]:
-        """JSONL form. A face still waiting for its first result (live/async mode only) is
-        ``"uncertain"`` with ``p_female: null``; ``apparent_age`` is null for models without the
-        age head; ``reason`` says why a face is ``uncertain`` (``"child"``), else null. With
-        ``privacy`` there is no box and no detector score: nothing that locates a face."""
-        rec: dict[str, Any] = {"track_id": self.track_id}
-        if not privacy:
-            rec["box"] = list(self.box)
-            rec["detector_score"] = round(self.detector_score, 4)
-        rec.update({"label": self.label or "uncertain",
-                    "p_female": None if self.p_female is None else round(self.p_female, 4),
-                    "apparent_age": None if self.apparent_age is None else round(self.apparent_age, 1),
-                    "reason": self.reason})
-        return rec
-
-    def view(self) -> FaceView:
-        conf = None if self.p_female is None else max(self.p_female, 1 - self.p_female)
-        lean = None
-        if self.label == "uncertain" and not self.reason and self.p_female is not None:
-            lean = "female" if self.p_female >= 0.5 else "male"
-        return FaceView(self.box, self.label, conf, self.track_id, self.reason, self.apparent_age, lean)
+    observer: Callable[[Frame, list[Face], np.ndarray, FacePipeline], None] | None = None
 
 
 @dataclass
@@ -126,7 +93,7 @@ class Timing:
         return out
 
 
-def frame_record(frame: Frame, faces: list[FaceResult], privacy: bool = False) -> dict[str, Any]:
+def frame_record(frame: Frame, faces: list[Face], privacy: bool = False) -> dict[str, Any]:
     """One JSONL line (schema in the README)."""
     return {"frame": frame.index, "time_s": round(frame.time_s, 4), "source": frame.name,
             "faces": [f.record(privacy) for f in faces]}
@@ -167,7 +134,7 @@ class FacePipeline:
             faces = [_scale_detection(f, 1.0 / scale, frame.image.shape) for f in faces]
         return faces
 
-    def process(self, frame: Frame) -> list[FaceResult]:
+    def process(self, frame: Frame) -> list[Face]:
         t0 = time.perf_counter()
         faces = self.detect(frame)
         t1 = time.perf_counter()
@@ -176,7 +143,7 @@ class FacePipeline:
                                      [f.crop_box for f in faces])
         if self.worker is not None:
             for res in self.worker.poll():
-                self.tracker.add_result(res.track_id, res.values or res.p_female, res.frame_time_s)
+                self.tracker.add_result(res.track_id, res.values, res.frame_time_s)
         todo = [t for t in tracks if self.policy.needs(t, frame.time_s)]
         if todo:
             crops = self.classifier.crops(frame.image, [t.crop_box for t in todo])
@@ -193,17 +160,20 @@ class FacePipeline:
         self.timing.add("classify", time.perf_counter() - t1)
         self.timing.frames += 1
         self.timing.faces += len(tracks)
-        out = []
-        for t in tracks:
-            age = t.scores.get(APPARENT_AGE)
-            label, reason = (None, None) if t.p_female is None else self.classifier.decide(t.p_female, age)
-            out.append(FaceResult(t.track_id, t.box, t.detector_score, label, t.p_female,
-                                  t.crop_box or t.box, age, reason))
-        return out
+        return [self._face(t) for t in tracks]
 
-    def annotate(self, frame: Frame, faces: list[FaceResult], fps: float | None = None) -> np.ndarray:
+    def _face(self, track: Track) -> Face:
+        """The face record of a track now (a snapshot: the tracker goes on changing the track)."""
+        outputs = dict(track.scores)
+        label, reason = (None, None)
+        if P_FEMALE in outputs:
+            label, reason = self.classifier.decide(outputs[P_FEMALE], outputs.get(APPARENT_AGE))
+        return Face(track.box, label, outputs, track.track_id, track.detector_score, track.crop_box or track.box,
+                    reason)
+
+    def annotate(self, frame: Frame, faces: list[Face], fps: float | None = None) -> np.ndarray:
         t0 = time.perf_counter()
-        image = draw_faces(frame.image, [f.view() for f in faces], fps, blur=self.blur)
+        image = draw_faces(frame.image, faces, fps, blur=self.blur)
         self.timing.add("draw", time.perf_counter() - t0)
         return image
 
@@ -431,7 +401,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                 if on_frame is not None and on_frame(stats.frames, total) is False:
                     log.info("stopped by the caller after %d frames", stats.frames)
                     break
-                if window is not None and not window.show(frame.image, [f.view() for f in faces], annotated, fps):
+                if window is not None and not window.show(frame.image, faces, annotated, fps):
                     log.info("window closed by the user")
                     break
                 if config.max_frames and stats.frames >= config.max_frames:
@@ -568,7 +538,7 @@ class _Sinks:
 
     MAX_SHEET_TILES = 400
 
-    def write(self, frame: Frame, faces: list[FaceResult], annotated: np.ndarray,
+    def write(self, frame: Frame, faces: list[Face], annotated: np.ndarray,
               pipeline: FacePipeline) -> None:
         if self.jsonl is not None:
             self.jsonl.write(frame_record(frame, faces, privacy=self.config.privacy))
@@ -588,7 +558,7 @@ class _Sinks:
                 for face, crop in zip(faces, crops):
                     self.sheet_tiles.append((crop if pipeline.classifier.info.colour_order == "BGR"
                                              else crop[..., ::-1], face.label or "uncertain",
-                                             f"{caption(face.view())}\n{Path(frame.name or '').name}"))
+                                             f"{caption(face)}\n{Path(frame.name or '').name}"))
         elif self.config.output is not None:
             if self.video is None and self.measure_fps:
                 self.pending.append((frame.time_s, annotated))

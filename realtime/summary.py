@@ -6,7 +6,7 @@ whom the detector loses for more than the tracker's ``max_misses`` frames (turni
 behind someone), starts a new track and is counted again. Counts of "distinct tracks" are therefore
 an upper bound on the number of different people.
 
-:class:`TrackSummary` is fed every processed frame's :class:`~realtime.pipeline.FaceResult` list (it
+:class:`TrackSummary` is fed every processed frame's :class:`~realtime.face.Face` list (it
 is a :attr:`realtime.pipeline.Config.observer`) and builds, at the end, one record per track::
 
     {"track_id": 3, "label": "female", "reason": null, "p_female": 0.91, "mean_p_female": 0.88,
@@ -19,8 +19,9 @@ is a :attr:`realtime.pipeline.Config.observer`) and builds, at the end, one reco
   also sets ``reason`` to ``"child"``. A track never classified (live mode only) is ``uncertain``
   with ``p_female`` null.
 - ``mean_p_female``: mean of the track's per-frame smoothed ``p_female`` (frames with a value).
-- ``apparent_age``: the track's final apparent age (years) when the model has an age head (a
-  ``FaceResult.apparent_age`` attribute), else null; ``mean_apparent_age`` its per-frame mean.
+- ``apparent_age``: the track's final apparent age (years) when the model has an age head, else
+  null; ``mean_apparent_age`` its per-frame mean. Any other output of the model (a new head) is
+  summarised the same way, under its own name and ``mean_`` + its name.
 - ``dwell_s``: ``last_seen_s - first_seen_s`` (frame times; 0 for a face seen in one frame).
 """
 
@@ -33,10 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .face import APPARENT_AGE, DECIMALS, P_FEMALE
+
 if TYPE_CHECKING:
     import numpy as np
 
-    from .pipeline import FacePipeline, FaceResult
+    from .face import Face
+    from .pipeline import FacePipeline
     from .sources import Frame
 
 LABELS = ("female", "male", "uncertain")
@@ -51,13 +55,13 @@ class _TrackStats:
     first_s: float
     last_s: float
     frames: int = 0
-    p_last: float | None = None
-    p_sum: float = 0.0
-    p_n: int = 0
-    age_last: float | None = None
-    age_sum: float = 0.0
-    age_n: int = 0
+    last: dict[str, float] = field(default_factory=dict)  # each output's final value
+    sums: dict[str, float] = field(default_factory=dict)  # ... and its sum and count over the frames
+    counts: dict[str, int] = field(default_factory=dict)
     bins: set[int] = field(default_factory=set)
+
+    def mean(self, name: str) -> float | None:
+        return self.sums[name] / self.counts[name] if self.counts.get(name) else None
 
 
 class TrackSummary:
@@ -77,7 +81,7 @@ class TrackSummary:
         self.uncertain_band: tuple[float, float] | None = None
 
     # -- feeding ---------------------------------------------------------------------------
-    def observe(self, frame: Frame, faces: Sequence[FaceResult], annotated: np.ndarray | None = None,
+    def observe(self, frame: Frame, faces: Sequence[Face], annotated: np.ndarray | None = None,
                 pipeline: FacePipeline | None = None) -> None:
         """The pipeline's observer hook: one call per processed frame."""
         if pipeline is not None and self.label_for is None:
@@ -94,7 +98,7 @@ class TrackSummary:
             self.threshold = float(info.threshold)
             self.uncertain_band = (float(info.uncertain_band[0]), float(info.uncertain_band[1]))
 
-    def add(self, time_s: float, faces: Sequence[FaceResult]) -> None:
+    def add(self, time_s: float, faces: Sequence[Face]) -> None:
         self.frames += 1
         if self.first_time_s is None:
             self.first_time_s = time_s
@@ -107,15 +111,10 @@ class TrackSummary:
             t.last_s = time_s
             t.frames += 1
             t.bins.add(bin_index)
-            if face.p_female is not None:
-                t.p_last = float(face.p_female)
-                t.p_sum += float(face.p_female)
-                t.p_n += 1
-            age = getattr(face, "apparent_age", None)  # models with an age head only
-            if age is not None:
-                t.age_last = float(age)
-                t.age_sum += float(age)
-                t.age_n += 1
+            for name, value in face.outputs.items():
+                t.last[name] = float(value)
+                t.sums[name] = t.sums.get(name, 0.0) + float(value)
+                t.counts[name] = t.counts.get(name, 0) + 1
 
     # -- results ---------------------------------------------------------------------------
     def _label(self, p: float | None, age: float | None) -> tuple[str, str | None]:
@@ -130,15 +129,14 @@ class TrackSummary:
     def track_records(self) -> list[dict[str, Any]]:
         out = []
         for t in sorted(self.tracks.values(), key=lambda s: s.track_id):
-            label, reason = self._label(t.p_last, t.age_last)
+            label, reason = self._label(t.last.get(P_FEMALE), t.last.get(APPARENT_AGE))
+            rec: dict[str, Any] = {"track_id": t.track_id, "label": label, "reason": reason}
+            for name in dict.fromkeys([P_FEMALE, APPARENT_AGE, *t.last]):
+                digits = DECIMALS.get(name, 4)
+                rec[name] = _round(t.last.get(name), digits)
+                rec[f"mean_{name}"] = _round(t.mean(name), digits)
             out.append({
-                "track_id": t.track_id,
-                "label": label,
-                "reason": reason,
-                "p_female": _round(t.p_last),
-                "mean_p_female": _round(t.p_sum / t.p_n if t.p_n else None),
-                "apparent_age": _round(t.age_last, 1),
-                "mean_apparent_age": _round(t.age_sum / t.age_n if t.age_n else None, 1),
+                **rec,
                 "first_seen_s": round(t.first_s, 4),
                 "last_seen_s": round(t.last_s, 4),
                 "dwell_s": round(t.last_s - t.first_s, 4),

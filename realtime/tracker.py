@@ -106,14 +106,13 @@ class Tracker:
                     del self.tracks[tid]
         return out
 
-    def add_result(self, track_id: int, values: float | Mapping[str, float], frame_time_s: float) -> Track | None:
-        """Fold a classification (``p_female``, or every named output of the model) into the
-        track's smoothed scores (None: the track is gone)."""
+    def add_result(self, track_id: int, values: Mapping[str, float], frame_time_s: float) -> Track | None:
+        """Fold a classification (every named output of the model) into the track's smoothed
+        scores (None: the track is gone)."""
         track = self.tracks.get(track_id)
         if track is None:
             return None
-        named = {"p_female": float(values)} if isinstance(values, int | float) else values
-        for name, value in named.items():
+        for name, value in values.items():
             old = track.scores.get(name)
             value = float(value)
             track.scores[name] = value if old is None else self.ema_alpha * value + (1 - self.ema_alpha) * old

@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,14 +28,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Result:
+    """A track's classification: every named output of the model (``p_female`` included)."""
+
     track_id: int
-    p_female: float
+    values: Mapping[str, float]
     frame_time_s: float
     latency_s: float
-    values: Mapping[str, float] = field(default_factory=dict)  # every named output (p_female included)
 
 
-Predict = Callable[[np.ndarray], "np.ndarray | Mapping[str, np.ndarray]"]
+Predict = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
 
 class ClassifierWorker:
@@ -98,10 +99,9 @@ class ClassifierWorker:
                 self._busy.clear()
                 break
             latency = time.monotonic() - submitted
-            named = out if isinstance(out, Mapping) else {"p_female": out}
             for k, tid in enumerate(job.track_ids):
-                values = {name: float(v[k]) for name, v in named.items()}
-                self._results.put(Result(tid, values["p_female"], job.frame_time_s, latency, values))
+                values = {name: float(v[k]) for name, v in out.items()}
+                self._results.put(Result(tid, values, job.frame_time_s, latency))
             self.completed += 1
             self._busy.clear()
 

@@ -17,8 +17,8 @@ import pytest
 from fixtures import REPO_ROOT
 
 from realtime import live, pipeline
+from realtime.face import Face
 from realtime.live import KEY_SPACE, LiveWindow
-from realtime.overlay import FaceView
 from realtime.paths import GENDER_MODEL
 from realtime.pipeline import Config, run
 
@@ -58,7 +58,8 @@ def test_keys_snapshot_record_pause_help_quit(tmp_path: Path) -> None:
     keys = Script({2: "s", 3: "r", 7: "r", 8: "h", 9: KEY_SPACE, 10: 255, 11: KEY_SPACE, 12: "q"})
     screen = Screen()
     win = LiveWindow(mirror=True, captures=tmp_path / "caps", fps=10.0, keys=keys, screen=screen)
-    views = [FaceView((150, 100, 40, 40), "female", 0.9, 1), FaceView((20, 20, 30, 30), "male", 0.8, 2)]
+    views = [Face((150, 100, 40, 40), "female", {"p_female": 0.9}, 1),
+             Face((20, 20, 30, 30), "male", {"p_female": 0.2}, 2)]
     results = [win.show(frame(k), views, frame(k), 25.0) for k in range(11)]
     assert results[:10] == [True] * 10 and results[10] is False  # q (pressed while paused) quits
     win.close()

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realtime.overlay import FaceView, caption, contact_sheet, draw_faces, ink_for
+from realtime.face import Face
+from realtime.overlay import caption, contact_sheet, draw_faces, ink_for
 
 
 def test_draw_faces_works_on_a_copy() -> None:
     frame = np.full((240, 320, 3), 90, np.uint8)
     before = frame.copy()
-    out = draw_faces(frame, [FaceView((50, 60, 80, 80), "female", 0.93, 1), FaceView((200, 5, 60, 60), None, None)],
+    out = draw_faces(frame, [Face((50, 60, 80, 80), "female", {"p_female": 0.93}, 1), Face((200, 5, 60, 60))],
                      fps=29.7)
     np.testing.assert_array_equal(frame, before)  # the input is untouched
     assert out.shape == frame.shape and not np.array_equal(out, frame)
@@ -21,8 +22,8 @@ def test_draw_faces_works_on_a_copy() -> None:
 
 
 def test_captions() -> None:
-    assert caption(FaceView((0, 0, 1, 1), "male", 0.876)) == "male 0.88"
-    assert caption(FaceView((0, 0, 1, 1), None, None)) == "..."  # waiting for the first result
+    assert caption(Face((0, 0, 1, 1), "male", {"p_female": 0.124})) == "male 0.88"
+    assert caption(Face((0, 0, 1, 1))) == "..."  # waiting for the first result
     assert ink_for((255, 255, 255)) == (0, 0, 0) and ink_for((0, 0, 0)) == (255, 255, 255)
 
 
@@ -57,10 +58,11 @@ from realtime.overlay import HELP_LINES, LiveStatus, draw_status, mirror_box  # 
 def test_mirror_flips_the_picture_and_boxes_but_not_the_text() -> None:
     frame = np.zeros((120, 200, 3), np.uint8)
     frame[:, :50] = (0, 0, 255)  # red on the left of the captured frame
-    face = FaceView((10, 20, 40, 40), "female", 0.9, 1)
+    face = Face((10, 20, 40, 40), "female", {"p_female": 0.9}, 1)
     shown = draw_faces(frame, [face], mirror=True)
     assert shown[100, 195].tolist() == [0, 0, 255]  # the red block is now on the right
-    expected = draw_faces(np.ascontiguousarray(frame[:, ::-1]), [FaceView(mirror_box(face.box, 200), "female", 0.9, 1)])
+    expected = draw_faces(np.ascontiguousarray(frame[:, ::-1]),
+                          [Face(mirror_box(face.box, 200), "female", {"p_female": 0.9}, 1)])
     assert np.array_equal(shown, expected)  # same as drawing unmirrored text on the flipped picture
     assert mirror_box((10, 20, 40, 40), 200) == (150, 20, 40, 40)
 
@@ -68,13 +70,13 @@ def test_mirror_flips_the_picture_and_boxes_but_not_the_text() -> None:
 def test_blur_changes_only_the_face_region() -> None:
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)
-    shown = draw_faces(frame, [FaceView((100, 60, 60, 60), None, None)], blur=True)
+    shown = draw_faces(frame, [Face((100, 60, 60, 60))], blur=True)
     assert not np.array_equal(shown[70:110, 110:150], frame[70:110, 110:150])
     assert np.array_equal(shown[:, 250:], frame[:, 250:])
 
 
 def test_child_caption() -> None:
-    assert caption(FaceView((0, 0, 1, 1), "uncertain", 0.8, reason="child")) == "uncertain (child)"
+    assert caption(Face((0, 0, 1, 1), "uncertain", {"p_female": 0.8}, reason="child")) == "uncertain (child)"
 
 
 @pytest.mark.parametrize("size", [(240, 320), (1080, 1920)])
@@ -132,13 +134,12 @@ def test_reports_and_pages_use_the_overlay_colours() -> None:
 
 def test_an_uncertain_face_says_which_way_it_leans() -> None:
     """"uncertain 0.70" did not say which label 0.70 belonged to: the caption names it."""
-    from realtime.pipeline import FaceResult
+    from dataclasses import replace
 
-    face = FaceResult(1, (0, 0, 10, 10), 0.9, "uncertain", 0.3, (0, 0, 10, 10))
-    assert caption(face.view()) == "male? 0.70"
-    face.p_female = 0.58
-    assert caption(face.view()) == "female? 0.58"
-    face.reason = "child"
-    assert caption(face.view()) == "uncertain (child)"
-    sure = FaceResult(2, (0, 0, 10, 10), 0.9, "female", 0.93, (0, 0, 10, 10))
-    assert caption(sure.view()) == "female 0.93" and sure.view().lean is None
+    face = Face((0, 0, 10, 10), "uncertain", {"p_female": 0.3}, 1, 0.9)
+    assert caption(face) == "male? 0.70"
+    face = replace(face, outputs={"p_female": 0.58})
+    assert caption(face) == "female? 0.58"
+    assert caption(replace(face, reason="child")) == "uncertain (child)"
+    sure = Face((0, 0, 10, 10), "female", {"p_female": 0.93}, 2, 0.9)
+    assert caption(sure) == "female 0.93" and sure.lean is None

@@ -10,7 +10,7 @@ import pytest
 from realtime_helpers import assert_one_error, leftovers, read_jsonl, run_realtime, synthetic_frames, write_clip
 
 from realtime.classifier import GenderClassifier, ModelInfo
-from realtime.pipeline import FaceResult
+from realtime.face import Face
 from realtime.summary import TrackSummary
 
 
@@ -24,11 +24,9 @@ def classifier_stub(threshold: float = 0.5, band: tuple[float, float] = (0.4, 0.
     return stub
 
 
-def face(track_id: int, p: float | None, age: float | None = None) -> FaceResult:
-    result = FaceResult(track_id, (10, 10, 50, 50), 0.9, None, p, (5, 5, 60, 60))
-    if age is not None:
-        result.apparent_age = age  # type: ignore[attr-defined]  # what an age head will add
-    return result
+def face(track_id: int, p: float | None, age: float | None = None) -> Face:
+    outputs = {name: value for name, value in (("p_female", p), ("apparent_age", age)) if value is not None}
+    return Face((10, 10, 50, 50), None, outputs, track_id, 0.9, (5, 5, 60, 60))
 
 
 def test_records_labels_dwell_and_counts() -> None:

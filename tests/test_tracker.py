@@ -48,12 +48,12 @@ def test_short_gap_keeps_the_id() -> None:
 def test_probability_is_smoothed_over_the_track() -> None:
     tracker = Tracker(ema_alpha=0.5)
     (t,) = tracker.update([(0, 0, 40, 40)], [0.9], 0.0)
-    tracker.add_result(t.track_id, 0.9, 0.0)
-    tracker.add_result(t.track_id, 0.1, 0.1)  # one outlier does not flip a confident face
+    tracker.add_result(t.track_id, {"p_female": 0.9}, 0.0)
+    tracker.add_result(t.track_id, {"p_female": 0.1}, 0.1)  # one outlier does not flip a confident face
     assert abs(t.p_female - 0.5) < 1e-9
-    tracker.add_result(t.track_id, 0.9, 0.2)
+    tracker.add_result(t.track_id, {"p_female": 0.9}, 0.2)
     assert t.p_female > 0.5 and t.n_results == 3
-    assert tracker.add_result(999, 0.5, 0.0) is None  # a result for a track that is gone
+    assert tracker.add_result(999, {"p_female": 0.5}, 0.0) is None  # a result for a track that is gone
 
 
 def test_cache_policy_new_grown_stale_pending() -> None:
@@ -61,13 +61,13 @@ def test_cache_policy_new_grown_stale_pending() -> None:
     tracker = Tracker()
     (t,) = tracker.update([(0, 0, 40, 40)], [0.9], 0.0)
     assert policy.needs(t, 0.0)  # new
-    tracker.add_result(t.track_id, 0.8, 0.0)
+    tracker.add_result(t.track_id, {"p_female": 0.8}, 0.0)
     assert not policy.needs(t, 0.5)  # cached
     tracker.update([(0, 0, 44, 44)], [0.9], 0.6)
     assert not policy.needs(t, 0.6)  # grew a little
     tracker.update([(0, 0, 52, 52)], [0.9], 0.7)
     assert policy.needs(t, 0.7)  # grew by > 1.5x in area
-    tracker.add_result(t.track_id, 0.8, 0.7)
+    tracker.add_result(t.track_id, {"p_female": 0.8}, 0.7)
     assert policy.needs(t, 1.8)  # stale
     t.pending = True
     assert not policy.needs(t, 5.0)  # already in flight

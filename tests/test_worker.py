@@ -101,12 +101,12 @@ def poll_until(worker: ClassifierWorker, n: int, timeout_s: float = 5.0) -> list
 
 # --- the worker on its own ------------------------------------------------------------------------
 def test_results_arrive() -> None:
-    worker = ClassifierWorker(lambda crops: crops.reshape(len(crops), -1).mean(axis=1) / 255.0)
+    worker = ClassifierWorker(lambda crops: {"p_female": crops.reshape(len(crops), -1).mean(axis=1) / 255.0})
     try:
         crops = np.stack([np.full((4, 4, 3), 51, np.uint8), np.full((4, 4, 3), 204, np.uint8)])
         assert worker.submit([7, 8], crops, 1.5)
         results = poll_until(worker, 2)
-        assert [(r.track_id, round(r.p_female, 3), r.frame_time_s) for r in results] == [
+        assert [(r.track_id, round(r.values["p_female"], 3), r.frame_time_s) for r in results] == [
             (7, 0.2, 1.5), (8, 0.8, 1.5)]
         assert all(r.latency_s >= 0 for r in results)
         assert wait_for(lambda: not worker.busy) and worker.completed == 1
@@ -118,7 +118,7 @@ def test_results_arrive() -> None:
 def test_submit_never_blocks_while_the_worker_is_busy() -> None:
     gate = threading.Event()
     fake = FakeClassifier(0.7, gate=gate)
-    worker = ClassifierWorker(fake.predict_crops)
+    worker = ClassifierWorker(fake.predict)
     try:
         crops = np.zeros((1, 8, 8, 3), np.uint8)
         assert worker.submit([1], crops, 0.0)
@@ -130,7 +130,7 @@ def test_submit_never_blocks_while_the_worker_is_busy() -> None:
         assert worker.poll() == []
         gate.set()
         (result,) = poll_until(worker, 1)
-        assert result.track_id == 1 and abs(result.p_female - 0.7) < 1e-6
+        assert result.track_id == 1 and abs(result.values["p_female"] - 0.7) < 1e-6
         assert wait_for(lambda: not worker.busy)
         assert worker.submit([2], crops, 0.2)  # free again
         assert [r.track_id for r in poll_until(worker, 1)] == [2]
@@ -159,7 +159,7 @@ def test_worker_error_surfaces_through_poll() -> None:
 
 def test_close_returns_within_its_timeout_while_the_classifier_is_slow() -> None:
     fake = FakeClassifier(delay_s=2.0)
-    worker = ClassifierWorker(fake.predict_crops)
+    worker = ClassifierWorker(fake.predict)
     assert worker.submit([1], np.zeros((1, 8, 8, 3), np.uint8), 0.0)
     assert fake.started.wait(5)
     t0 = time.perf_counter()
@@ -169,7 +169,7 @@ def test_close_returns_within_its_timeout_while_the_classifier_is_slow() -> None
 
 
 def test_idle_worker_closes_at_once() -> None:
-    worker = ClassifierWorker(FakeClassifier().predict_crops)
+    worker = ClassifierWorker(FakeClassifier().predict)
     t0 = time.perf_counter()
     assert worker.close(timeout_s=2.0) is True
     assert time.perf_counter() - t0 < 1.0
@@ -323,7 +323,7 @@ def test_cache_policy(case: str, expected: bool) -> None:
     (track,) = tracker.update([(0, 0, 40, 40)], [0.9], 0.0)
     now = 0.5
     if case != "new":
-        tracker.add_result(track.track_id, 0.7, 0.0)
+        tracker.add_result(track.track_id, {"p_female": 0.7}, 0.0)
     if case == "stale":
         now = 1.0
     if case == "grown":

@@ -37,11 +37,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from realtime.classifier import UNCERTAIN, GenderClassifier
+from realtime.classifier import GenderClassifier
 from realtime.cli import positive_int
 from realtime.config import add_pipeline_args
 from realtime.crop import Box, crop_face, largest_box
 from realtime.errors import UserError
+from realtime.face import UNCERTAIN
 from realtime.face_detector import FaceDetector, StillImageDetector
 from realtime.files import Output, check_outputs
 from realtime.overlay import contact_sheet

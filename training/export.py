@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from realtime.classifier import APPARENT_AGE, P_FEMALE, GenderClassifier, ModelInfo, calibrate, in_band
+from realtime.classifier import GenderClassifier, ModelInfo, calibrate, in_band
 from realtime.errors import UserError
+from realtime.face import APPARENT_AGE, P_FEMALE
 
 from .data import Cache, load_cache
 from .masks import load_templates, resolve_templates

@@ -70,10 +70,11 @@ import numpy as np
 from tqdm import tqdm
 
 from realtime import overlay
-from realtime.classifier import UNCERTAIN, GenderClassifier, Prediction
+from realtime.classifier import GenderClassifier
 from realtime.cli import positive_int
 from realtime.crop import largest_box
 from realtime.errors import UserError
+from realtime.face import UNCERTAIN, Face
 from realtime.face_detector import Detection, StillImageDetector
 from realtime.sources import IMAGE_EXTENSIONS, ImageTooLargeError, read_image_limited
 
@@ -119,7 +120,7 @@ class Item:
     path: Path
     label: str | None = None
     faces: list[Detection] | None = None  # None: not analysed yet
-    prediction: Prediction | None = None
+    prediction: Face | None = None
     problem: str | None = None  # why it could not be read
 
     @property

@@ -17,8 +17,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from realtime.classifier import APPARENT_AGE, P_FEMALE
 from realtime.errors import UserError
+from realtime.face import APPARENT_AGE, P_FEMALE
 
 log = logging.getLogger(__name__)
 

@@ -474,7 +474,8 @@ class Shipped:
     name = "shipped"
 
     def __init__(self, model: Path, threads: int = 2) -> None:
-        from realtime.classifier import APPARENT_AGE, P_FEMALE, GenderClassifier
+        from realtime.classifier import GenderClassifier
+        from realtime.face import APPARENT_AGE, P_FEMALE
 
         self.classifier = GenderClassifier(model, num_threads=threads, max_batch=32)
         self.keys = (P_FEMALE, APPARENT_AGE)

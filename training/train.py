@@ -611,10 +611,10 @@ def _save_atomic(model: keras.Model, path: Path) -> None:
 
 
 def _valid_partial(partial: object) -> bool:
-    """``state.json``'s unfinished epoch: ``{"epoch": int >= 1, "steps": int >= 0}``."""
+    """``state.json``'s unfinished epoch: ``{"epoch": int >= 0, "steps": int >= 0}``."""
     return (isinstance(partial, dict) and all(isinstance(partial.get(k), int) and not isinstance(partial.get(k), bool)
                                               for k in ("epoch", "steps"))
-            and partial["epoch"] >= 1 and partial["steps"] >= 0)
+            and partial["epoch"] >= 0 and partial["steps"] >= 0)
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 from fastapi.responses import JSONResponse
 
+from ..face import Face
 from ..native import quiet_stderr
 from ..overlay import caption
 from ..paths import GENDER_MODEL
-from ..pipeline import FaceResult
 from ..sources import (
     IMAGE_EXTENSIONS,
     IMAGE_FORMATS,
@@ -170,12 +170,11 @@ def storage_error(name: str, exc: OSError) -> WebError:
                                           f"{exc.strerror or type(exc).__name__}")
 
 
-def face_json(face: FaceResult) -> dict[str, Any]:
+def face_json(face: Face) -> dict[str, Any]:
     """One face as the JSONL record has it, plus what the page shows: confidence, caption, and
     ``pending`` while a live face waits for its first classification."""
-    view = face.view()
-    conf = None if view.confidence is None else round(view.confidence, 4)
-    return {**face.record(), "confidence": conf, "lean": view.lean, "caption": caption(view),
+    conf = None if face.confidence is None else round(face.confidence, 4)
+    return {**face.record(), "confidence": conf, "lean": face.lean, "caption": caption(face),
             "pending": face.label is None}
 
 
