@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,7 @@ class GenderClassifier:
                  info: ModelInfo | None = None) -> None:
         self.model_path = Path(model_path)
         self._it = load_interpreter(self.model_path, num_threads)
+        self._lock = threading.Lock()
         self.info = info or ModelInfo.from_json(metadata_path(self.model_path))
         inp = self._it.get_input_details()
         out = self._output_details()
@@ -200,14 +202,17 @@ class GenderClassifier:
     # -- inference ------------------------------------------------------------------------
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         n = x.shape[0]
-        if n != self._batch:
-            self._it.resize_tensor_input(self._in_index, [n, self.input_size, self.input_size, 3])
-            self._it.allocate_tensors()
-            self._batch = n
-        self._it.set_tensor(self._in_index, x)
-        self._it.invoke()
-        return {name: _dequantise(self._it.get_tensor(index), dtype, quant).reshape(n, -1)
-                for name, (index, dtype, quant) in self._outputs.items()}
+        # One interpreter, shared by every thread that holds this classifier (the web app's
+        # connections and jobs): resize, set, invoke and read back as one step.
+        with self._lock:
+            if n != self._batch:
+                self._it.resize_tensor_input(self._in_index, [n, self.input_size, self.input_size, 3])
+                self._it.allocate_tensors()
+                self._batch = n
+            self._it.set_tensor(self._in_index, x)
+            self._it.invoke()
+            return {name: _dequantise(self._it.get_tensor(index), dtype, quant).reshape(n, -1)
+                    for name, (index, dtype, quant) in self._outputs.items()}
 
     def _raw(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         """Every output for N crops (batched where the model allows it), before any averaging."""

@@ -78,11 +78,11 @@ class LiveWindow:
     """Shows each frame with the live status and handles the keys; :meth:`show` returns False
     when the user wants to quit."""
 
-    def __init__(self, mirror: bool = False, blur: bool = False, captures: Path = DEFAULT_CAPTURES,
+    def __init__(self, mirror: bool = False, captures: Path = DEFAULT_CAPTURES,
                  fps: float = 30.0, keys: Callable[[int], int] | None = None,
                  screen: Callable[[np.ndarray], bool] | None = None, clock: Callable[[], float] = time.monotonic
                  ) -> None:
-        self.mirror, self.blur = mirror, blur
+        self.mirror = mirror
         self.captures = captures.expanduser()
         self.fps = fps
         self._keys = keys or _cv_keys
@@ -98,16 +98,18 @@ class LiveWindow:
         self._last_annotated: np.ndarray | None = None
 
     # -- per frame ------------------------------------------------------------------------------
-    def show(self, frame_bgr: np.ndarray, faces: Sequence[Face], annotated: np.ndarray,
+    def show(self, picture: np.ndarray, faces: Sequence[Face], annotated: np.ndarray,
              fps: float | None) -> bool:
-        """Draw and show one frame (``annotated`` is the output image: snapshots and clips)."""
+        """Show one frame: ``picture`` as the outputs show it (already blurred with --blur: the
+        window never blurs again), mirrored if asked, with boxes and the live status on top;
+        ``annotated`` is the output image (snapshots and clips)."""
         self._count(faces)
         self.status.fps = fps
         self.status.faces_now = len(faces)
         self._last_annotated = annotated
         if self.recording is not None:
             self.recording.write(annotated)
-        shown = draw_faces(frame_bgr, faces, mirror=self.mirror, blur=self.blur)
+        shown = draw_faces(picture, faces, mirror=self.mirror)
         self._last_shown = shown
         if not self._present(shown):
             return False

@@ -1,8 +1,8 @@
 """Drawing: boxes, labels, confidence, FPS and the live window's panels, on a copy of the frame.
 
-Drawing is always last. Order inside :func:`draw_faces`: blur the face regions (frame
-coordinates), mirror the picture for a selfie view, then draw boxes (mirrored with the picture)
-and text (never mirrored).
+Drawing is always last, on a copy: the picture (with ``--blur``, the frame with its face regions
+anonymised, once) is mirrored for a selfie view if asked, then boxes (mirrored with the picture)
+and text (never mirrored) are drawn.
 """
 
 from __future__ import annotations
@@ -73,18 +73,13 @@ def mirror_box(box: tuple[int, int, int, int], width: int) -> tuple[int, int, in
 
 
 def draw_faces(frame: np.ndarray, faces: Sequence[Face], fps: float | None = None, mirror: bool = False,
-               blur: bool = False) -> np.ndarray:
+               ) -> np.ndarray:
     """A copy of ``frame`` with every face boxed and labelled, and the FPS in the top-left.
 
-    ``blur`` anonymises each face region first (:mod:`realtime.privacy`); ``mirror`` flips the
-    picture left-right (selfie view) with its boxes, while the text stays readable."""
-    out = frame.copy()
-    if blur:
-        from .privacy import blur_faces
-
-        blur_faces(out, [f.box for f in faces], inplace=True)
-    if mirror:
-        out = np.ascontiguousarray(out[:, ::-1])
+    ``mirror`` flips the picture left-right (selfie view) with its boxes, while the text stays
+    readable. Blurring (``--blur``) happens before, once, on the picture that every output and the
+    window then draw on (:meth:`realtime.pipeline.FacePipeline.draw`)."""
+    out = np.ascontiguousarray(frame[:, ::-1]) if mirror else frame.copy()
     scale, thick = text_scale(out.shape[0])
     for face in faces:
         x, y, w, h = mirror_box(face.box, out.shape[1]) if mirror else face.box

@@ -111,14 +111,14 @@ class FacePipeline:
 
     def __init__(self, detector: FaceDetector | StillImageDetector, classifier: GenderClassifier,
                  policy: CachePolicy | None = None, asynchronous: bool = False,
-                 tracker: Tracker | None = None) -> None:
+                 tracker: Tracker | None = None, blur: bool = False) -> None:
         self.detector = detector
         self.classifier = classifier
         self.policy = policy or CachePolicy()
         self.tracker = tracker or Tracker()
         self.worker = ClassifierWorker(classifier.predict) if asynchronous else None
         self.timing = Timing()
-        self.blur = False  # anonymise face regions in annotated images (--blur / --privacy)
+        self.blur = blur  # anonymise face regions in everything drawn (--blur / --privacy): fixed for a pipeline
 
     # -- stages -----------------------------------------------------------------------------
     def detect(self, frame: Frame) -> list[Detection]:
@@ -171,11 +171,23 @@ class FacePipeline:
         return Face(track.box, label, outputs, track.track_id, track.detector_score, track.crop_box or track.box,
                     reason)
 
-    def annotate(self, frame: Frame, faces: list[Face], fps: float | None = None) -> np.ndarray:
+    def draw(self, frame: Frame, faces: list[Face], fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(picture, annotated)``: the frame as every output shows it (with ``blur``, its face
+        regions anonymised, once) and a copy of that with boxes, labels and the FPS. The window and
+        the contact sheet draw on the same picture, so nothing is blurred twice."""
         t0 = time.perf_counter()
-        image = draw_faces(frame.image, faces, fps, blur=self.blur)
+        picture = frame.image
+        if self.blur:
+            from .privacy import blur_faces
+
+            picture = blur_faces(frame.image, [f.box for f in faces])
+        annotated = draw_faces(picture, faces, fps)
         self.timing.add("draw", time.perf_counter() - t0)
-        return image
+        return picture, annotated
+
+    def annotate(self, frame: Frame, faces: list[Face], fps: float | None = None) -> np.ndarray:
+        """The annotated image alone (:meth:`draw`)."""
+        return self.draw(frame, faces, fps)[1]
 
     def new_source_item(self) -> None:
         """Forget tracks between unrelated images (folders)."""
@@ -198,10 +210,14 @@ def _scale_detection(det: Detection, k: float, shape: tuple[int, ...]) -> Detect
     return Detection(box, det.score, tuple((px * k, py * k) for px, py in det.keypoints), sc(det.crop_box))
 
 
-def build_pipeline(config: PipelineConfig, source: Source) -> FacePipeline:
+def build_pipeline(config: PipelineConfig, source: Source, classifier: GenderClassifier | None = None
+                   ) -> FacePipeline:
     """Detector, classifier and cache policy for a source with these traits (it need not be
-    opened: the web app describes its uploads and webcam this way)."""
-    classifier = GenderClassifier(config.model, num_threads=config.threads)
+    opened: the web app describes its uploads and webcam this way). ``classifier``: one already
+    loaded to share (the web app's one per process, a batch worker's one for all its videos);
+    it must be ``config.model``."""
+    if classifier is None:
+        classifier = GenderClassifier(config.model, num_threads=config.threads)
     stills = source.still
     name = choose_detector(config.detector, source)
     if stills and config.detector == "auto":
@@ -215,9 +231,7 @@ def build_pipeline(config: PipelineConfig, source: Source) -> FacePipeline:
     log.info("detector %s on %s, classifier %s (%d px, %s), %s classification", name if not stills or
              config.detector != "auto" else "short+full (stills)", detector.backend, Path(config.model).name,
              classifier.input_size, classifier.input_dtype.name, "background" if asynchronous else "in-line")
-    pipeline = FacePipeline(detector, classifier, policy, asynchronous)
-    pipeline.blur = config.blur  # (privacy implies blur: resolved in PipelineConfig)
-    return pipeline
+    return FacePipeline(detector, classifier, policy, asynchronous, blur=config.blur)  # privacy => blur (config)
 
 
 # --- the run loop --------------------------------------------------------------------------------
@@ -246,7 +260,7 @@ def _live_window(config: Config, source: Source) -> LiveWindow | None:
         log.warning("no display available; running without a window (use --no-display to silence)")
         return None
     mirror = source.close_range if config.mirror is None else config.mirror
-    return LiveWindow(mirror=mirror, blur=config.blur, captures=config.captures, fps=source.fps)
+    return LiveWindow(mirror=mirror, captures=config.captures, fps=source.fps)
 
 
 def _has_display() -> bool:
@@ -340,12 +354,13 @@ class _CtrlC:
 
 
 def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | None = None,
-        source: Source | None = None) -> RunStats:
+        source: Source | None = None, classifier: GenderClassifier | None = None) -> RunStats:
     """Process ``config.source`` to the end (or ``max_frames``/quit/Ctrl-C); returns stats.
 
     ``on_frame(frames_done, total_or_None)`` is called after each frame (progress for the web app);
     returning ``False`` stops the run as if the window had been closed. ``source``: an already
-    opened source to use instead of ``config.source`` (the caller opens and closes it).
+    opened source to use instead of ``config.source`` (the caller opens and closes it);
+    ``classifier``: an already loaded ``config.model`` to share (:func:`build_pipeline`).
     """
     started = time.perf_counter()
     owned = source is None
@@ -355,7 +370,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
     _check_outputs(config, folder_mode, source)
     stats = RunStats()
     with source if owned else contextlib.nullcontext(source):
-        pipeline = build_pipeline(config, source)
+        pipeline = build_pipeline(config, source, classifier)
         sinks = _Sinks(config, source, folder_mode)
         server = None
         if config.serve is not None:
@@ -383,10 +398,10 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                     pipeline.new_source_item()
                 faces = pipeline.process(frame)
                 fps = fps_meter.tick()
-                annotated = pipeline.annotate(frame, faces, fps if source.live else None)
+                picture, annotated = pipeline.draw(frame, faces, fps if source.live else None)
                 t0 = time.perf_counter()
                 with ctrl_c.deferred():  # a frame is in all outputs or in none
-                    sinks.write(frame, faces, annotated, pipeline)
+                    sinks.write(frame, faces, picture, annotated, pipeline)
                     if config.observer is not None:
                         config.observer(frame, faces, annotated, pipeline)
                     stats.frames += 1
@@ -401,7 +416,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                 if on_frame is not None and on_frame(stats.frames, total) is False:
                     log.info("stopped by the caller after %d frames", stats.frames)
                     break
-                if window is not None and not window.show(frame.image, faces, annotated, fps):
+                if window is not None and not window.show(picture, faces, annotated, fps):
                     log.info("window closed by the user")
                     break
                 if config.max_frames and stats.frames >= config.max_frames:
@@ -538,7 +553,7 @@ class _Sinks:
 
     MAX_SHEET_TILES = 400
 
-    def write(self, frame: Frame, faces: list[Face], annotated: np.ndarray,
+    def write(self, frame: Frame, faces: list[Face], picture: np.ndarray, annotated: np.ndarray,
               pipeline: FacePipeline) -> None:
         if self.jsonl is not None:
             self.jsonl.write(frame_record(frame, faces, privacy=self.config.privacy))
@@ -549,12 +564,8 @@ class _Sinks:
         if self.images is not None:
             self.images.write(frame.name or f"frame_{frame.index:06d}.jpg", annotated)
             if self.sheet_path is not None and len(self.sheet_tiles) < self.MAX_SHEET_TILES:
-                source_image = frame.image
-                if pipeline.blur:  # contact-sheet tiles are faces too
-                    from .privacy import blur_faces
-
-                    source_image = blur_faces(frame.image, [f.box for f in faces])
-                crops = pipeline.classifier.crops(source_image, [f.crop_box for f in faces])
+                # Tiles come from the picture the outputs show (blurred with --blur: they are faces too).
+                crops = pipeline.classifier.crops(picture, [f.crop_box for f in faces])
                 for face, crop in zip(faces, crops):
                     self.sheet_tiles.append((crop if pipeline.classifier.info.colour_order == "BGR"
                                              else crop[..., ::-1], face.label or "uncertain",

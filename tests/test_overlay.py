@@ -67,12 +67,21 @@ def test_mirror_flips_the_picture_and_boxes_but_not_the_text() -> None:
     assert mirror_box((10, 20, 40, 40), 200) == (150, 20, 40, 40)
 
 
-def test_blur_changes_only_the_face_region() -> None:
+def test_blur_changes_only_the_face_region_once_for_every_drawing() -> None:
+    from realtime.pipeline import FacePipeline
+    from realtime.sources import Frame
+
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)
-    shown = draw_faces(frame, [Face((100, 60, 60, 60))], blur=True)
-    assert not np.array_equal(shown[70:110, 110:150], frame[70:110, 110:150])
-    assert np.array_equal(shown[:, 250:], frame[:, 250:])
+    before = frame.copy()
+    pipeline = FacePipeline(detector=None, classifier=None, blur=True)  # type: ignore[arg-type]  # drawing only
+    picture, shown = pipeline.draw(Frame(0, 0.0, frame), [Face((100, 60, 60, 60))])
+    assert not np.array_equal(picture[70:110, 110:150], frame[70:110, 110:150])  # the face region is blurred
+    assert np.array_equal(picture[:, 250:], frame[:, 250:]) and np.array_equal(shown[:, 250:], frame[:, 250:])
+    assert np.array_equal(frame, before)  # on a copy
+    # The window draws on that picture (mirrored here): the same blur, never a second one.
+    window = draw_faces(picture, [Face((100, 60, 60, 60))], mirror=True)
+    assert np.array_equal(window[70:110, 300 - 150:300 - 110], picture[70:110, 110:150][:, ::-1])
 
 
 def test_child_caption() -> None:

@@ -204,10 +204,9 @@ def test_video_job_runs_with_progress_and_results_are_downloadable_then_deleted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real_run = web_jobs.run
 
-    def slow_run(config: Config, on_frame: Callable[[int, int | None], bool], source: object = None) -> object:
+    def slow_run(config: Config, on_frame: Callable[[int, int | None], bool], **kwargs: object) -> object:
         # A few ms per frame, so that polling sees the job half done.
-        return real_run(config, on_frame=lambda done, total: time.sleep(0.04) or on_frame(done, total),
-                        source=source)
+        return real_run(config, on_frame=lambda done, total: time.sleep(0.04) or on_frame(done, total), **kwargs)
 
     monkeypatch.setattr(web_jobs, "run", slow_run)
     clip = write_face_video(tmp_path / "walk.mp4", face_image, frames=12)
@@ -433,3 +432,33 @@ def test_blur_option_blurs_the_returned_image(client: TestClient, face_image: np
     sharp = cv2.Laplacian(cv2.cvtColor(plain[y:y + h, x:x + w], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
     soft = cv2.Laplacian(cv2.cvtColor(blurred[y:y + h, x:x + w], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
     assert soft < 0.2 * sharp
+
+
+def test_the_model_is_loaded_once_per_app(settings: Settings, face_image: np.ndarray, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two webcam connections, a video job and image uploads (plain and blurred) share one
+    classifier: it was loaded once per connection and once per job (issue 28.4)."""
+    from realtime import classifier as classifier_module
+
+    loads: list[str] = []
+    real_init = classifier_module.GenderClassifier.__init__
+
+    def counting_init(self: object, *args: object, **kwargs: object) -> None:
+        loads.append(str(args[0] if args else kwargs.get("model_path")))
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(classifier_module.GenderClassifier, "__init__", counting_init)
+    settings.max_live_sessions = 2
+    clip = write_face_video(tmp_path / "walk.mp4", face_image, frames=6)
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect("/api/live") as first, client.websocket_connect("/api/live?blur=1") as second:
+            for ws in (first, second):
+                ws.send_bytes(jpeg_bytes(face_image))
+                assert ws.receive_json()["faces"]
+        job = upload(client, ("walk.mp4", clip.read_bytes(), "video/mp4")).json()["items"][0]
+        assert wait_for_job(client, job["id"])["state"] == "done"
+        for blur in ("false", "true"):
+            r = client.post(f"/api/upload?blur={blur}", files=[("files", ("a.jpg", jpeg_bytes(face_image),
+                                                                            "image/jpeg"))])
+            assert r.status_code == 200 and r.json()["items"][0]["faces"]
+    assert len(loads) == 1, loads

@@ -331,8 +331,8 @@ def test_result_write_errors_fail_the_job_with_one_sentence(client: TestClient, 
                                                             failure: object, words: str) -> None:
     real_run = web_jobs.run
 
-    def failing_run(config: web_jobs.Config, on_frame: object, source: object = None) -> object:
-        stats = real_run(config, on_frame=on_frame, source=source)
+    def failing_run(config: web_jobs.Config, on_frame: object, **kwargs: object) -> object:
+        stats = real_run(config, on_frame=on_frame, **kwargs)
         if isinstance(failure, OSError):
             raise failure
         with config.jsonl.open("a") as fh:

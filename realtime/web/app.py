@@ -43,6 +43,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..classifier import GenderClassifier
 from ..errors import UserError
 from ..overlay import COLOURS
 from ..sources import (
@@ -86,8 +87,11 @@ class WebState:
             raise UserError(f"cannot create the app's temporary folder in {where}: "
                             f"{exc.strerror or exc}") from exc
         try:
-            self.images = StillImages(settings)  # loads the models: a bad --model fails here, at start
-            self.jobs = VideoJobs(settings, self.root, pick_video_format(self.root))
+            # One classifier for the whole app (uploads, every webcam connection, video jobs; it is
+            # thread-safe): loaded here, so a bad --model fails at start.
+            self.classifier = GenderClassifier(settings.model, num_threads=settings.threads)
+            self.images = StillImages(settings, self.classifier)
+            self.jobs = VideoJobs(settings, self.root, pick_video_format(self.root), self.classifier)
         except BaseException:
             shutil.rmtree(self.root, ignore_errors=True)
             raise
@@ -97,7 +101,7 @@ class WebState:
         self._remove_root = weakref.finalize(self, shutil.rmtree, str(self.root), True)
 
     def info(self) -> dict[str, Any]:
-        clf = self.images.pipeline.classifier
+        clf = self.classifier
         s = self.settings
         return {"model": clf.model_path.name, "input_size": clf.input_size,
                 "max_upload_mb": s.max_upload_mb, "max_upload_bytes": s.max_upload_bytes,
@@ -127,7 +131,7 @@ class WebState:
                 return None
             self.live_sessions += 1
         try:
-            return LiveSession(self.settings, blur)
+            return LiveSession(self.settings, self.classifier, blur)
         except BaseException:
             with self.live_lock:
                 self.live_sessions -= 1

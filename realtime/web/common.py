@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from fastapi.responses import JSONResponse
 
+from ..config import PipelineConfig
 from ..face import Face
 from ..native import quiet_stderr
 from ..overlay import caption
@@ -49,6 +50,11 @@ class Settings:
     max_live_megapixels: float = 8.3  # a webcam frame: up to 3840 x 2160 (the page sends at most 640 px wide)
     allowed_hosts: frozenset[str] | None = None  # Host header names accepted (None: any)
     workdir: Path | None = None  # where the temporary job folder goes (None: the system's temp dir)
+
+    def pipeline(self, blur: bool = False) -> PipelineConfig:
+        """The pipeline options of every part of the app (uploads, webcam, video jobs): one place."""
+        return PipelineConfig(model=self.model, threads=self.threads, detector_backend=self.detector_backend,
+                              blur=blur)
 
     @property
     def max_upload_bytes(self) -> int:

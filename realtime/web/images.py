@@ -7,7 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..pipeline import FacePipeline, PipelineConfig, build_pipeline
+from ..classifier import GenderClassifier
+from ..pipeline import FacePipeline, build_pipeline
 from ..sources import (
     Frame,
     ImageFileSource,
@@ -23,27 +24,34 @@ log = logging.getLogger(__name__)
 
 # --- images ---------------------------------------------------------------------------------------
 class StillImages:
-    """Label uploaded images with one still-image pipeline (models loaded once, one image at a time)."""
+    """Label uploaded images one at a time, with the app's one classifier: one still-image pipeline
+    per drawing setting (plain, blurred), built when first needed, never switched in place."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, classifier: GenderClassifier) -> None:
         self.settings = settings
-        config = PipelineConfig(model=settings.model, threads=settings.threads,
-                                detector_backend=settings.detector_backend)
-        # Uploads have the traits of an image source (never opened): the still-image detector.
-        self.pipeline: FacePipeline = build_pipeline(config, ImageFileSource(Path("upload.jpg")))
+        self.classifier = classifier
+        self.pipelines: dict[bool, FacePipeline] = {}
         self.lock = threading.Lock()
+        self._pipeline(blur=False)  # the detector loads now: a bad model fails at start, not on an upload
+
+    def _pipeline(self, blur: bool) -> FacePipeline:
+        if blur not in self.pipelines:
+            # Uploads have the traits of an image source (never opened): the still-image detector.
+            self.pipelines[blur] = build_pipeline(self.settings.pipeline(blur), ImageFileSource(Path("upload.jpg")),
+                                                  self.classifier)
+        return self.pipelines[blur]
 
     def label(self, name: str, fileobj: BinaryIO, blur: bool = False) -> dict[str, Any]:
         """Read, decode, label, draw and encode one image. All of it holds the lock: one decoded
         image at a time, however many uploads arrive together (the others wait, spooled on disk).
         ``blur`` anonymises the faces in the returned picture."""
         with self.lock:
-            self.pipeline.blur = blur
+            pipeline = self._pipeline(blur)
             image = decode_upload(name, fileobj.read(), self.settings.max_image_pixels)
             frame = Frame(0, 0.0, image, name)
-            self.pipeline.tracker.reset(restart_ids=True)  # each upload is its own picture: ids from 1
-            faces = self.pipeline.process(frame)
-            data_url = jpeg_data_url(self.pipeline.annotate(frame, faces))
+            pipeline.tracker.reset(restart_ids=True)  # each upload is its own picture: ids from 1
+            faces = pipeline.process(frame)
+            data_url = jpeg_data_url(pipeline.annotate(frame, faces))
             height, width = image.shape[:2]
             del frame, image  # the decoded image goes before the next upload is decoded
         record = [face_json(f) for f in faces]
@@ -52,6 +60,7 @@ class StillImages:
 
     def close(self) -> None:
         with self.lock:
-            self.pipeline.close()
+            for pipeline in self.pipelines.values():
+                pipeline.close()
 
 

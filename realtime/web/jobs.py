@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from ..classifier import GenderClassifier
 from ..errors import SourceError, UserError
 from ..pipeline import Config, run
 from ..sources import FrameTooLargeError, VideoFileSource, largest_jpeg_frame
@@ -118,8 +119,9 @@ def track_table(jsonl: Path) -> list[dict[str, Any]]:
 class VideoJobs:
     """Video uploads processed one at a time by :func:`realtime.pipeline.run` in a worker thread."""
 
-    def __init__(self, settings: Settings, root: Path, fmt: VideoFormat) -> None:
+    def __init__(self, settings: Settings, root: Path, fmt: VideoFormat, classifier: GenderClassifier) -> None:
         self.settings = settings
+        self.classifier = classifier  # the app's one (each job builds its own detector and tracker)
         self.root = root
         self.format = fmt
         self.jobs: dict[str, Job] = {}
@@ -212,10 +214,10 @@ class VideoJobs:
             return
         job.state = "running"
         started = time.monotonic()
-        config = Config(source=str(job.input), output=job.output, jsonl=job.jsonl, display=False,
-                        max_frames=job.max_frames, model=self.settings.model, threads=self.settings.threads,
-                        detector_backend=self.settings.detector_backend, mode="sync", progress=False,
-                        contact_sheet=False, video_codec=self.format.fourcc, blur=job.blur)
+        options = {**vars(self.settings.pipeline(job.blur)), "mode": "sync"}  # a file: in-line classification
+        config = Config(**options, source=str(job.input), output=job.output, jsonl=job.jsonl, display=False,
+                        max_frames=job.max_frames, progress=False, contact_sheet=False,
+                        video_codec=self.format.fourcc)
 
         def progress(done: int, total: int | None) -> bool:
             job.frames = done
@@ -224,7 +226,7 @@ class VideoJobs:
         try:
             # Every frame is checked against the pixel limit, not only the header and the first one.
             with VideoFileSource(job.input, max_pixels=self.settings.max_image_pixels) as source:
-                stats = run(config, on_frame=progress, source=source)
+                stats = run(config, on_frame=progress, source=source, classifier=self.classifier)
             job.frames, job.faces = stats.frames, stats.faces
             if job.total is None and stats.frames >= job.max_frames:
                 job.warning = (f"only the first {self.settings.max_video_seconds:g} s were processed "

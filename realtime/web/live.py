@@ -6,7 +6,8 @@ import logging
 import time
 from typing import Any
 
-from ..pipeline import PipelineConfig, build_pipeline
+from ..classifier import GenderClassifier
+from ..pipeline import build_pipeline
 from ..sources import (
     Frame,
     ImageTooLargeError,
@@ -33,10 +34,9 @@ class BrowserCamera(Source):
 class LiveSession:
     """One pipeline per WebSocket connection, so tracking and per-track smoothing work."""
 
-    def __init__(self, settings: Settings, blur: bool = False) -> None:
-        config = PipelineConfig(model=settings.model, threads=settings.threads,
-                                detector_backend=settings.detector_backend, blur=blur)
-        self.pipeline = build_pipeline(config, BrowserCamera("browser"))
+    def __init__(self, settings: Settings, classifier: GenderClassifier, blur: bool = False) -> None:
+        # Its own tracker and detector (video mode keeps state per stream), the app's one classifier.
+        self.pipeline = build_pipeline(settings.pipeline(blur), BrowserCamera("browser"), classifier)
         self.max_pixels = settings.max_live_pixels
         self.start = time.monotonic()
         self.index = 0
