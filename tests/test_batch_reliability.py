@@ -372,3 +372,21 @@ def test_damaged_videos_give_one_warning_each_and_ffmpeg_only_with_verbose(tmp_p
     loud = run_batch(tmp_path, *args, "--output", str(tmp_path / "o2"), "-v")
     assert loud.returncode == 3
     assert "moov atom not found" in loud.stderr  # FFmpeg's own lines, with -v
+
+
+def test_worker_stderr_filter_drops_every_native_line() -> None:
+    """What a batch worker installs (unless -v): native lines of any kind are dropped, Python's
+    own log lines pass."""
+    code = ("import logging, os, sys\n"
+            "from realtime.cli import setup_logging\n"
+            "from realtime.native import filter_native_stderr, unfilter_native_stderr\n"
+            "setup_logging()\n"
+            "assert filter_native_stderr(drop_all=True)\n"
+            "os.write(2, b'[h264 @ 0x55d1] error while decoding MB 1 2\\n    Last message repeated 3 times\\n')\n"
+            "os.write(2, b'some native line nobody has seen before\\n')\n"
+            "logging.getLogger('x').warning('kept')\n"
+            "unfilter_native_stderr()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["warning: kept"], proc.stderr
