@@ -14,7 +14,8 @@ OUTPUT/summary.json and OUTPUT/report.html (+ report_files/) cover all videos.
 
 Exit status: 0 when every video was annotated, 3 when the batch finished but some videos failed
 (each listed with its error in summary.csv/json and the report), 2 on unusable input (one
-`error:` line on stderr), 130 on Ctrl-C.
+`error:` line on stderr), 130 when stopped by Ctrl-C, SIGTERM or SIGHUP (one `error:` line; the
+workers are stopped and reaped, partial outputs removed: docs/batch.md, "Signals and --resume").
 """
 
 from __future__ import annotations
@@ -24,29 +25,32 @@ import contextlib
 import csv
 import glob
 import io
+import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue
 import re
 import signal
 import socket
+import stat
 import sys
-import tempfile
+import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tqdm import tqdm
 
-from .cli import add_version, positive_int, prog_name, report_user_error, setup_logging
+from .cli import Parser, add_version, path_arg, positive_int, prog_name, report_user_error, setup_logging
 from .config import add_pipeline_args, pipeline_kwargs
 from .errors import UserError
 from .paths import GENDER_MODEL
-from .summary import LABELS, dumps, write_json_atomic
+from .summary import LABELS, dumps
 
 log = logging.getLogger("realtime.batch")
 
@@ -56,6 +60,76 @@ VIDEO_NAME, JSONL_NAME, SUMMARY_NAME, THUMB_NAME = "annotated.mp4", "faces.jsonl
 RESERVED = frozenset({"summary.csv", "summary.json", "report.html", "report_files"})
 THUMB_WIDTH = 480
 REQUIREMENTS_BATCH = "requirements-batch.txt"
+
+
+# --- stopping: Ctrl-C, SIGTERM, SIGHUP --------------------------------------------------------------
+class _StopSignals:
+    """SIGINT, SIGTERM and SIGHUP stop the batch the same way (Ctrl-C, ``kill``, a closed terminal):
+    the first one raises ``KeyboardInterrupt`` in the driver's main thread, whose handlers stop and
+    reap the workers, shut down the Ray runtime the batch started and remove partial outputs.
+    Later ones never interrupt that cleanup (it is bounded); they only hurry it. Inside
+    :meth:`deferred` blocks the first signal is raised when the block ends."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the first stop signal received
+        self.count = 0
+        self.critical = 0
+        self.pending = False
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                signal.signal(s, self._handler)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.signum is not None:
+            return  # already stopping
+        self.signum = signum
+        if self.critical:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @property
+    def hurry(self) -> bool:
+        return self.count > 1
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.critical += 1
+        try:
+            yield
+        finally:
+            self.critical -= 1
+        if self.pending and not self.critical:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "SIGINT"
+
+
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
+STOP = _StopSignals()
+
+
+@contextlib.contextmanager
+def _helpers_immune_to_sighup() -> Iterator[None]:
+    """Processes started inside the block (multiprocessing's resource tracker, Ray's) never see
+    SIGHUP: they inherit it blocked. A closed terminal sends SIGHUP to the whole process group, and
+    they would die at once, before the driver stops them in order (the tracker ignores SIGINT and
+    SIGTERM itself; Ray blocks SIGINT in its processes and handles SIGTERM). A SIGHUP for the
+    driver meanwhile waits for the end of the block."""
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {hup})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -79,7 +153,14 @@ def _is_video(path: Path) -> bool:
 
 
 def collect_inputs(spec: str, output: Path) -> list[VideoInput]:
-    """Videos named by a folder (recursive), a glob pattern or a list file (one path per line)."""
+    """Videos named by a folder (recursive), a glob pattern or a list file (one path per line).
+
+    Each video is named (``rel``, and its output folder) by the path it was found at, links
+    included; it is read at its real path. Two names of one file (a link beside its target, a
+    hard link) are annotated once, with a ``warning:`` line."""
+    if not spec.strip():
+        raise UserError("--input is empty: give a folder, a glob pattern, a list file or a video "
+                        "(use . for the current folder)")
     path = Path(spec).expanduser()
     if path.is_dir():
         base = path
@@ -94,9 +175,9 @@ def collect_inputs(spec: str, output: Path) -> list[VideoInput]:
         base, files = path.parent, [path]
     elif path.is_file():
         files = _read_list(path)
-        base = Path(os.path.commonpath([str(f.parent) for f in files]))
+        base = Path(os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]))
     elif glob.has_magic(spec):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True) if Path(p).is_file())
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True) if _is_regular(Path(p)))
         if not files:
             raise UserError(f"no files match {spec}")
         head = []
@@ -110,13 +191,45 @@ def collect_inputs(spec: str, output: Path) -> list[VideoInput]:
                             "choose one outside it")
     else:
         raise UserError(f"input {spec} does not exist (give a folder, a glob pattern or a list file)")
-    files = [f.resolve() for f in files]
-    inside = [f for f in files if _inside(f, output)]
+    base_abs = os.path.abspath(base)
+    named = [(Path(os.path.abspath(f)), f.resolve()) for f in files]  # (as found, real file)
+    inside = [real for _, real in named if _inside(real, output)]
     if inside:
         raise UserError(f"input {inside[0]} is inside the output folder {output}; choose another output folder")
-    base = base.resolve()
-    rels = [f.relative_to(base).as_posix() for f in files]
-    return [VideoInput(f, r, d) for f, r, d in zip(files, rels, _folders(rels))]
+    unique = _one_name_per_file(named, base_abs)
+    rels = [Path(os.path.relpath(found, base_abs)).as_posix() for found, _ in unique]
+    return [VideoInput(real, rel, folder) for (_, real), rel, folder in zip(unique, rels, _folders(rels))]
+
+
+def _is_regular(path: Path) -> bool:
+    """A regular file (links followed): never a FIFO, a device or a socket, which would block or
+    never end when read."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _one_name_per_file(named: list[tuple[Path, Path]], base: str) -> list[tuple[Path, Path]]:
+    """Drop the second and later names of one file (links, hard links), keeping the file's real
+    name when it is among them, else the first; one ``warning:`` line per name dropped."""
+    groups: dict[tuple[int, int] | Path, list[int]] = {}
+    for i, (_, real) in enumerate(named):
+        try:
+            st = real.stat()
+            key: tuple[int, int] | Path = (st.st_dev, st.st_ino)
+        except OSError:
+            key = real
+        groups.setdefault(key, []).append(i)
+    keep: set[int] = set()
+    for members in groups.values():
+        chosen = next((i for i in members if named[i][0] == named[i][1]), members[0])
+        keep.add(chosen)
+        for i in members:
+            if i != chosen:
+                log.warning("%s is the same file as %s (a link): annotated once", os.path.relpath(named[i][0], base),
+                            os.path.relpath(named[chosen][0], base))
+    return [n for i, n in enumerate(named) if i in keep]
 
 
 def _read_list(path: Path) -> list[Path]:
@@ -131,29 +244,59 @@ def _read_list(path: Path) -> list[Path]:
             continue
         f = Path(line).expanduser()
         f = f if f.is_absolute() else path.parent / f
-        (files if f.is_file() else missing).append(f)
+        (files if _is_regular(f) else missing).append(f)
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise UserError(f"{path} names {len(missing)} missing file(s): {missing[0]}{more}")
+        raise UserError(f"{path} names {len(missing)} missing file(s) (or not regular files): {missing[0]}{more}")
     if not files:
         raise UserError(f"the list file {path} names no videos")
-    unique = list(dict.fromkeys(f.resolve() for f in files))
-    return unique
+    return list(dict.fromkeys(Path(os.path.abspath(f)) for f in files))
+
+
+# Names a video's folder may not take: the aggregate outputs at the top, a video's own files
+# anywhere (a video's folder can hold another's: cam1.mp4 -> cam1/, cam1/b.mp4 -> cam1/b/).
+_TOP_RESERVED = frozenset(n.casefold() for n in RESERVED)
+_FILE_RESERVED = frozenset(n.casefold() for n in (VIDEO_NAME, JSONL_NAME, SUMMARY_NAME, THUMB_NAME))
+
+
+def _clean(name: str) -> str:
+    """``name`` with every component that would take an output's place made harmless."""
+    parts = name.split("/")
+    for i, part in enumerate(parts):
+        if part.casefold() in _FILE_RESERVED or (i == 0 and part.casefold() in _TOP_RESERVED):
+            parts[i] = part.replace(".", "_") if "." in part else f"{part}_"
+    return "/".join(parts)
 
 
 def _folders(rels: list[str]) -> list[str]:
-    """``cam1/a.mp4`` → ``cam1/a``; a name whose stem repeats in its folder keeps its extension
-    (``a_mp4``), and so does one that would shadow an aggregate output."""
-    stems = [str(Path(r).with_suffix("")) for r in rels]
-    seen: dict[str, int] = {}
-    for s in stems:
-        seen[s] = seen.get(s, 0) + 1
-    out = []
-    for rel, stem in zip(rels, stems):
-        if seen[stem] > 1 or stem in RESERVED or stem.split("/", 1)[0] in RESERVED:
-            stem = str(Path(rel).with_name(Path(rel).name.replace(".", "_")))
-        out.append(stem)
-    return out
+    """One output folder per video, never the same for two (also where case is ignored, as on
+    macOS and Windows shares): ``cam1/a.mp4`` → ``cam1/a``; a name whose stem repeats in its folder
+    keeps its extension (``a.mp4``, ``a.avi`` → ``a_mp4``, ``a_avi``), and a name still taken gets a
+    number (``a_mp4.mov`` beside those → ``a_mp4_mov``, then ``a_mp4_mov_2``...). Depends only on
+    the set of names, so a rerun over the same inputs finds the same folders."""
+    def dotted(rel: str) -> str:
+        pure = PurePosixPath(rel)
+        return _clean(str(pure.with_name(pure.name.replace(".", "_"))))
+
+    stems = [_clean(str(PurePosixPath(r).with_suffix(""))) for r in rels]
+    stem_count = Counter(s.casefold() for s in stems)
+    natural = [stem if stem_count[stem.casefold()] == 1 else dotted(rel) for rel, stem in zip(rels, stems)]
+    natural_count = Counter(n.casefold() for n in natural)
+    out: list[str | None] = [n if natural_count[n.casefold()] == 1 else None for n in natural]
+    taken = {n.casefold() for n in out if n is not None}
+    for i in sorted(range(len(rels)), key=lambda k: rels[k]):
+        if out[i] is not None:
+            continue
+        first = candidate = dotted(rels[i])
+        k = 1
+        while candidate.casefold() in taken:
+            k += 1
+            candidate = f"{first}_{k}"
+        out[i] = candidate
+        taken.add(candidate.casefold())
+        if candidate != natural[i]:
+            log.info("%s: outputs in %s/ (%s/ is another video's)", rels[i], candidate, natural[i])
+    return [n for n in out if n is not None]
 
 
 # --- the unit of work: one video ----------------------------------------------------------------
@@ -182,13 +325,16 @@ class VideoResult:
     video: bool = False  # the annotated video is at OUTPUT/<folder>/annotated.mp4
 
 
-def process_video(task: VideoTask, progress: Callable[[int], None] | None = None) -> VideoResult:
+def process_video(task: VideoTask, progress: Callable[[int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> VideoResult:
     """Annotate one video (what each worker runs, local or on Ray). The JSONL, summary and thumbnail
-    come back in the result for the driver to write; only the annotated video is written here
-    (under a temporary name, renamed when complete)."""
+    come back in the result for the driver to write (the JSONL is built in memory: no face data
+    is written anywhere else); only the annotated video is written here, in its output folder
+    under a temporary name, renamed when complete. ``should_stop()`` true: the video stops as at
+    Ctrl-C (checked every frame; status ``interrupted``)."""
     import cv2
 
-    from .pipeline import Config, run
+    from .pipeline import Config, frame_record, run
     from .summary import TrackSummary
 
     started = time.perf_counter()
@@ -196,9 +342,13 @@ def process_video(task: VideoTask, progress: Callable[[int], None] | None = None
     result = VideoResult(task.index, task.rel, "failed", worker=worker)
     summary = TrackSummary(source=task.rel)
     thumb: list[bytes] = []
+    lines: list[str] = []
+    privacy = bool(task.options.get("privacy"))
 
     def observe(frame: Any, faces: Any, annotated: Any, pipeline: Any) -> None:
         summary.observe(frame, faces, annotated, pipeline)
+        # the bytes realtime.sinks.JsonlSink writes
+        lines.append(json.dumps(frame_record(frame, faces, privacy=privacy), separators=(", ", ": ")) + "\n")
         if not thumb:
             h, w = annotated.shape[:2]
             small = annotated if w <= THUMB_WIDTH else cv2.resize(
@@ -210,6 +360,8 @@ def process_video(task: VideoTask, progress: Callable[[int], None] | None = None
     last = [time.perf_counter(), 0]
 
     def on_frame(done: int, total: int | None) -> None:
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt  # run() stops as at Ctrl-C: nothing half-written is kept
         now = time.perf_counter()
         if progress is not None and now - last[0] >= 0.2:
             progress(done - last[1])
@@ -218,45 +370,61 @@ def process_video(task: VideoTask, progress: Callable[[int], None] | None = None
     out_dir = Path(task.out_dir)
     final_video = out_dir / VIDEO_NAME
     tmp_video = out_dir / f".{final_video.stem}.partial-batch-{os.getpid()}{final_video.suffix}"
-    with tempfile.TemporaryDirectory(prefix="face-gender-batch-") as tmp:
-        jsonl = Path(tmp) / JSONL_NAME
-        config = Config(source=task.path, output=tmp_video if task.video else None, jsonl=jsonl, display=False,
-                        progress=False, observer=observe, **task.options)
-        try:
-            stats = run(config, on_frame=on_frame)
-        except UserError as exc:
-            result.error = str(exc.__cause__ or exc)  # without "kept ..." (nothing is kept)
-        except KeyboardInterrupt:
+    config = Config(source=task.path, output=tmp_video if task.video else None, jsonl=None, display=False,
+                    progress=False, observer=observe, **task.options)
+    try:
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt
+        stats = run(config, on_frame=on_frame)
+    except UserError as exc:
+        result.error = str(exc.__cause__ or exc)  # without "kept ..." (nothing is kept)
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+    except Exception as exc:  # a bug, or a library failing on odd input: the batch goes on
+        log.debug("%s failed", task.rel, exc_info=True)
+        result.error = f"internal error: {type(exc).__name__}: {exc}"
+    else:
+        if stats.interrupted:
             result.status = "interrupted"
-        except Exception as exc:  # a bug, or a library failing on odd input: the batch goes on
-            log.debug("%s failed", task.rel, exc_info=True)
-            result.error = f"internal error: {type(exc).__name__}: {exc}"
         else:
-            if stats.interrupted:
-                result.status = "interrupted"
-            else:
-                result.status = "ok"
-                result.frames = stats.frames
-                result.jsonl = jsonl.read_bytes() if jsonl.exists() else b""
-                result.summary = summary.result()
-                result.thumbnail = thumb[0] if thumb else None
+            try:
                 if task.video and tmp_video.exists():
                     os.replace(tmp_video, final_video)
                     result.video = True
-        finally:
-            if progress is not None and summary.frames > last[1]:
-                progress(summary.frames - last[1])
-            tmp_video.unlink(missing_ok=True)
+            except OSError as exc:
+                result.error = f"cannot write {final_video}: {exc.strerror or exc}"
+            else:
+                result.status = "ok"
+                result.frames = stats.frames
+                result.jsonl = "".join(lines).encode("utf-8")
+                result.summary = summary.result()
+                result.thumbnail = thumb[0] if thumb else None
+    finally:
+        if progress is not None and summary.frames > last[1]:
+            progress(summary.frames - last[1])
+        tmp_video.unlink(missing_ok=True)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
 
 # --- local pool ------------------------------------------------------------------------------------
+_worker_stop = False
+
+
+def _worker_signal(signum: int, frame: object) -> None:
+    global _worker_stop
+    _worker_stop = True
+
+
 def _worker_main(wid: int, inbox: Any, outbox: Any, verbose: bool) -> None:
-    """A local worker process: videos from ``inbox`` until None. SIGINT is ignored between videos;
-    while one runs, the pipeline's own handler stops it cleanly (Ctrl-C reaches every process).
-    Its failures reach the user through the driver, so it logs errors only (unless --verbose)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """A local worker process: videos from ``inbox`` until None. SIGINT, SIGTERM and SIGHUP (Ctrl-C
+    reaches every process of the group; ``kill`` may too) are noted between videos and stop the
+    worker before its next one; while a video runs, the pipeline's own handler stops it cleanly.
+    A worker whose driver is gone (killed) stops too, within a second. Its failures reach the user
+    through the driver, so it logs errors only, and native libraries' lines (FFmpeg on damaged
+    files) are dropped (all shown with --verbose)."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, _worker_signal)
     setup_logging(verbose)
     if not verbose:
         logging.getLogger().setLevel(logging.ERROR)
@@ -264,13 +432,32 @@ def _worker_main(wid: int, inbox: Any, outbox: Any, verbose: bool) -> None:
 
         # Before any thread (the queues' feeders): LiteRT's "Created TensorFlow Lite XNNPACK delegate"
         # and FFmpeg's notes stay off the terminal even once the worker has threads (-v keeps them).
-        filter_native_stderr()
-    while True:
-        task = inbox.get()
+        filter_native_stderr(drop_all=True)
+    parent = mp.parent_process()
+    checked = [time.monotonic()]
+
+    def should_stop() -> bool:
+        if _worker_stop:
+            return True
+        now = time.monotonic()
+        if now - checked[0] >= 0.5:
+            checked[0] = now
+            return parent is not None and not parent.is_alive()
+        return False
+
+    while not _worker_stop:
+        try:
+            task = inbox.get(timeout=0.5)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return
+            continue
         if task is None:
             return
-        result = process_video(task, lambda n: outbox.put(("frames", wid, n)))
+        result = process_video(task, lambda n: outbox.put(("frames", wid, n)), should_stop)
         outbox.put(("done", wid, result))
+        if result.status == "interrupted":
+            return
 
 
 @dataclass
@@ -282,11 +469,16 @@ class _Worker:
 
 class LocalPool:
     """N worker processes; each gets one video at a time, so a crashed worker (a native library
-    dying on a damaged file) fails exactly the video it held and is replaced."""
+    dying on a damaged file) fails exactly the video it held and is replaced. Every worker it
+    starts is reaped by :meth:`close` (or :meth:`interrupt`), on every exit path."""
 
     def __init__(self, workers: int) -> None:
         self.verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
         self.ctx = mp.get_context("spawn")  # no fork of a process that may hold threads
+        from multiprocessing import resource_tracker
+
+        with _helpers_immune_to_sighup():
+            resource_tracker.ensure_running()  # (the queues' semaphores would start it)
         self.outbox = self.ctx.Queue()
         self.size = workers
         self.workers: dict[int, _Worker] = {}
@@ -298,8 +490,9 @@ class LocalPool:
         inbox = self.ctx.Queue()
         proc = self.ctx.Process(target=_worker_main, args=(wid, inbox, self.outbox, self.verbose), daemon=True,
                                 name=f"batch-worker-{wid}")
-        proc.start()
-        self.workers[wid] = _Worker(proc, inbox)
+        with STOP.deferred():  # a signal now would leave a started process out of self.workers
+            proc.start()
+            self.workers[wid] = _Worker(proc, inbox)
         return wid
 
     def run(self, tasks: list[VideoTask], on_frames: Callable[[int, int], None],
@@ -316,7 +509,7 @@ class LocalPool:
                 self._check_crashes(todo, on_result)
                 continue
             if kind == "frames":
-                task = self.workers[wid].task
+                task = self.workers[wid].task if wid in self.workers else None
                 if task is not None:
                     on_frames(task.index, payload)
             elif kind == "done" and wid in self.workers:  # (a worker found dead was already reported)
@@ -338,34 +531,67 @@ class LocalPool:
                 task = worker.task
                 code = worker.process.exitcode
                 log.debug("worker %d died (exit code %s) on %s", wid, code, task.rel)
+                worker.process.join(timeout=1)
                 del self.workers[wid]
                 on_result(VideoResult(task.index, task.rel, "failed",
                                       error=f"worker process died (exit code {code}) while annotating it"))
                 if todo:
                     self._assign(self._spawn(), todo)
 
-    def interrupt(self, grace_s: float = 20.0) -> None:
-        """Stop every worker: SIGINT (the running video stops cleanly), then terminate."""
+    def _drain(self, on_done: Callable[[VideoResult], None] | None, timeout: float) -> None:
+        """Read what the workers sent (a worker cannot exit before its last message is read);
+        videos that finished all the same are handed to ``on_done``, the rest is dropped."""
+        try:
+            kind, _, payload = self.outbox.get(timeout=timeout)
+        except (queue.Empty, OSError, EOFError, ValueError):
+            return
+        if kind == "done" and payload.status == "ok" and on_done is not None:
+            try:
+                on_done(payload)
+            except Exception as exc:  # the batch is stopping anyway: never hide the interruption
+                log.debug("could not keep %s: %s", payload.rel, exc)
+
+    def interrupt(self, on_done: Callable[[VideoResult], None] | None = None,
+                  hurry: Callable[[], bool] = lambda: False, grace_s: float = 20.0) -> None:
+        """Stop every worker: SIGINT (the running video stops cleanly, its temporary files are
+        removed), then, after ``grace_s`` or as soon as ``hurry()``, :meth:`close`."""
         for worker in self.workers.values():
             if worker.process.is_alive() and worker.process.pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.process.pid, signal.SIGINT)
-                worker.inbox.put(None)  # and no next video
+                with contextlib.suppress(Exception):
+                    worker.inbox.put(None)  # and no next video
         deadline = time.monotonic() + grace_s
-        for worker in self.workers.values():
-            worker.process.join(timeout=max(0.1, deadline - time.monotonic()))
-        self.close()
+        while (any(w.process.is_alive() for w in self.workers.values()) and time.monotonic() < deadline
+               and not hurry()):
+            self._drain(on_done, 0.1)
+        self.close(on_done)
 
-    def close(self) -> None:
+    def close(self, on_done: Callable[[VideoResult], None] | None = None) -> None:
+        """Tell idle workers to stop, then terminate (SIGTERM: a running video stops cleanly) and
+        finally kill the ones still there; every worker is reaped."""
         for worker in self.workers.values():
             if worker.process.is_alive():
                 with contextlib.suppress(Exception):
                     worker.inbox.put(None)
+        for step, wait_s in (("ask", 5.0), ("terminate", 5.0), ("kill", 5.0)):
+            alive = [w for w in self.workers.values() if w.process.is_alive()]
+            if not alive:
+                break
+            for worker in alive:
+                with contextlib.suppress(Exception):
+                    if step == "terminate":
+                        worker.process.terminate()
+                    elif step == "kill":
+                        worker.process.kill()
+            deadline = time.monotonic() + wait_s
+            while any(w.process.is_alive() for w in alive) and time.monotonic() < deadline:
+                self._drain(on_done, 0.05)
         for worker in self.workers.values():
-            worker.process.join(timeout=5)
-            if worker.process.is_alive():
-                worker.process.terminate()
-                worker.process.join(timeout=5)
+            worker.process.join(timeout=1)
+            worker.inbox.cancel_join_thread()
+            with contextlib.suppress(Exception):
+                worker.inbox.close()
         self.outbox.cancel_join_thread()
         self.workers.clear()
 
@@ -429,9 +655,23 @@ def ray_init(mode: str, num_cpus: int | None) -> Any:
         kwargs["address"] = mode
     from .native import quiet_stderr
 
+    pgid = os.getpgrp()
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    set_sigterm = getattr(utils, "set_sigterm_handler", None)
     try:  # joining: Ray's C++ client repeats its connection warnings on fd 2 until it gives up
-        with quiet_stderr() if mode != "local" else contextlib.nullcontext():
-            ray.init(**kwargs)
+        # Ray replaces the SIGTERM handler while it starts (its own exits with status 1 and leaves
+        # our workers and partial files behind): ours stays, and a signal now is acted on after.
+        with STOP.deferred(), _helpers_immune_to_sighup(), \
+                quiet_stderr() if mode != "local" else contextlib.nullcontext():
+            if set_sigterm is not None:
+                utils.set_sigterm_handler = lambda handler: None
+            try:
+                ray.init(**kwargs)
+            finally:
+                if set_sigterm is not None:
+                    utils.set_sigterm_handler = set_sigterm
+                STOP.install()
+                _restore_pgid(pgid)
     except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError...: one line for the user
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         cause = f" ({_one_line(exc.__cause__)})" if exc.__cause__ is not None else ""
@@ -442,23 +682,34 @@ def ray_init(mode: str, num_cpus: int | None) -> Any:
     return ray
 
 
-def _ray_check(model: str | None) -> str:
-    """Runs on each node before any video: can it import this package and find the model?"""
+def _restore_pgid(pgid: int) -> None:
+    """``ray.init(address="local")`` makes the driver leader of a new process group (for Ray's
+    reaper) when it was not one: back to the user's group, so that Ctrl-C and ``kill -- -PGID``
+    still reach the batch; Ray's processes stay in their own group and the driver stops them."""
+    if os.getpgrp() != pgid:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, pgid)
+
+
+def _ray_check(options: dict[str, Any]) -> str:
+    """Runs on each node before any video: can it import this package, load the model and the
+    detector with these options?"""
     from . import __version__
 
-    path = Path(model) if model else GENDER_MODEL
-    if not path.is_file():
-        raise UserError(f"model not found on {socket.gethostname()}: {path}")
+    try:
+        check_pipeline(options)
+    except UserError as exc:
+        raise UserError(f"on {socket.gethostname()}: {exc}") from None
     return f"{socket.gethostname()} realtime {__version__}"
 
 
-def ray_preflight(ray: Any, model: str | None) -> list[str]:
+def ray_preflight(ray: Any, options: dict[str, Any]) -> list[str]:
     """One small task on every alive node with CPUs; a node that cannot run the batch is bad input."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     check = ray.remote(num_cpus=1, max_retries=0)(_ray_check)
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
-    refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(model)
+    refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(options)
             for n in nodes]
     out = []
     for node, ref in zip(nodes, refs):
@@ -496,10 +747,81 @@ def run_ray(ray: Any, tasks: list[VideoTask], max_in_flight: int | None,
                     result = VideoResult(task.index, task.rel, "failed", error=f"Ray task failed: {_one_line(exc)}")
                 on_result(result)
     except KeyboardInterrupt:
-        for ref in refs:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+        _ray_cancel(ray, list(refs))
         raise
+
+
+def _ray_cancel(ray: Any, refs: list[Any], grace_s: float = 10.0) -> None:
+    """Stop running tasks: KeyboardInterrupt in each (its video stops cleanly and removes its
+    temporary file), then, after ``grace_s`` or a second signal, kill the workers still at it."""
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=False)
+    deadline = time.monotonic() + grace_s
+    pending = refs
+    while pending and time.monotonic() < deadline and not STOP.hurry:
+        try:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+        except Exception:
+            break
+    for ref in pending:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=True)
+
+
+def _process_tree(root: int) -> dict[int, str]:
+    """Every descendant of ``root`` (Linux /proc; empty elsewhere): pid -> start time, so that a
+    pid reused later is never taken for one of them."""
+    children: dict[int, list[int]] = {}
+    start: dict[int, str] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        start[int(entry.name)] = fields[19]
+    out: dict[int, str] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if pid not in out and pid in start:
+            out[pid] = start[pid]
+            todo.extend(children.get(pid, []))
+    return out
+
+
+def _still_running(pid: int, started: str) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[19] == started and fields[0] != "Z"
+
+
+def ray_shutdown(ray: Any, local: bool, wait_s: float = 10.0) -> None:
+    """Disconnect; with ``--ray local``, stop every process that Ray started for the batch: those
+    ``ray.shutdown`` leaves (its agents outlive their raylet now and then) are killed."""
+    tree = _process_tree(os.getpid()) if local else {}
+    try:
+        with STOP.deferred():
+            ray.shutdown(**({"wait_for_processes": True} if local else {}))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        log.debug("ray.shutdown: %s", exc)
+    deadline = time.monotonic() + wait_s
+    left = {pid: t for pid, t in tree.items() if _still_running(pid, t)}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = {pid: t for pid, t in left.items() if _still_running(pid, t)}
+    for pid in left:
+        log.debug("killing Ray process %d, still running after ray.shutdown", pid)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in left:  # our own children: reaped here; others are reaped by their parent or init
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)
 
 
 # --- the driver --------------------------------------------------------------------------------
@@ -521,34 +843,124 @@ def _frame_count(path: Path) -> int:
             cap.release()
 
 
+class _BadStateError(Exception):
+    """A state file that cannot be trusted (its message says why)."""
+
+
+STATE_MAX_BYTES = 1 << 28  # a summary.json larger than this was not written by a batch
+
+
+def _open_state(path: Path) -> int:
+    """A descriptor on ``path`` only if it is a regular file: never a link, a FIFO (which would
+    block), a device or a folder (O_NONBLOCK, O_NOFOLLOW, then fstat on what was opened)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise _BadStateError(f"{path.name} is missing") from None
+    except OSError as exc:
+        why = "a link" if path.is_symlink() else exc.strerror
+        raise _BadStateError(f"{path.name} cannot be read ({why})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _BadStateError(f"{path.name} is not a regular file")
+    return fd
+
+
 def _count_lines(path: Path) -> int:
-    with path.open("rb") as fh:
+    with os.fdopen(_open_state(path), "rb") as fh:
         return sum(1 for _ in fh)
 
 
-def completed_entry(video: VideoInput, output: Path, need_video: bool) -> dict[str, Any] | None:
-    """The aggregate entry of a video whose outputs are complete (for --resume), else None."""
-    folder = output / video.folder
+def _load_state_json(path: Path) -> dict[str, Any]:
+    with os.fdopen(_open_state(path), "rb") as fh:
+        data = fh.read(STATE_MAX_BYTES + 1)
+    if len(data) > STATE_MAX_BYTES:
+        raise _BadStateError(f"{path.name} is larger than {STATE_MAX_BYTES >> 20} MiB")
     try:
-        summary = _load_json(folder / SUMMARY_NAME)
-        if not isinstance(summary.get("frames"), int) or _count_lines(folder / JSONL_NAME) != summary["frames"]:
-            return None
-    except (OSError, ValueError):
-        return None
-    if need_video and not (folder / VIDEO_NAME).is_file():
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _BadStateError(f"{path.name} is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise _BadStateError(f"{path.name} is not a JSON object")
+    return value
+
+
+def _number(value: Any, none: bool = False) -> bool:
+    if value is None:
+        return none
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def summary_problem(summary: dict[str, Any], rel: str) -> str | None:
+    """Why a video's summary.json cannot be used as it is (None: it can): every field that the
+    aggregate, the CSV and the report read, with its type."""
+    if summary.get("source") != rel:
+        return f"it is the summary of {summary.get('source')!r}, not of {rel!r}"
+    if not _count(summary.get("frames")):
+        return "frames is not a count"
+    for key in ("last_time_s", "first_time_s"):
+        if not _number(summary.get(key), none=True):
+            return f"{key} is not a number"
+    if not (summary.get("model") is None or isinstance(summary.get("model"), str)):
+        return "model is not a name"
+    tracks = summary.get("distinct_tracks")
+    if not isinstance(tracks, dict) or not all(_count(tracks.get(k)) for k in (*LABELS, "total")):
+        return "distinct_tracks is not a count per label"
+    dwell = summary.get("dwell_s")
+    if not isinstance(dwell, dict) or not all(_number(dwell.get(k), none=True) for k in ("mean", "max")):
+        return "dwell_s is not {mean, max}"
+    if not _number(summary.get("timeline_bin_s")) or summary["timeline_bin_s"] <= 0:
+        return "timeline_bin_s is not a positive number"
+    timeline = summary.get("timeline")
+    if not isinstance(timeline, list) or not all(
+            isinstance(b, dict) and _number(b.get("start_s")) and all(_count(b.get(k)) for k in LABELS)
+            for b in timeline):
+        return "timeline is not a list of per-label counts"
+    records = summary.get("tracks")
+    if not isinstance(records, list) or not all(
+            isinstance(t, dict) and t.get("label") in LABELS and _count(t.get("frames_seen"))
+            and all(_number(t.get(k)) for k in ("dwell_s", "first_seen_s", "last_seen_s"))
+            and all(_number(t.get(k), none=True) for k in ("p_female", "mean_p_female", "apparent_age",
+                                                           "mean_apparent_age"))
+            for t in records):
+        return "tracks is not a list of track records"
+    return None
+
+
+def completed_entry(video: VideoInput, output: Path, need_video: bool) -> dict[str, Any] | None:
+    """The aggregate entry of a video whose outputs are complete (for --resume), else None.
+
+    Nothing read is trusted: a summary.json that is there but does not check out (not a regular
+    file, not JSON, a field of the wrong type, another video's, a JSONL of another length, no
+    annotated video when one is wanted) means the video is annotated again, with one
+    ``warning:`` line. Special files are never opened (a FIFO would block)."""
+    folder = output / video.folder
+    summary_path = folder / SUMMARY_NAME
+    if not os.path.lexists(summary_path):
+        return None  # never finished: annotated (again) without a word
+    try:
+        summary = _load_state_json(summary_path)
+        problem = summary_problem(summary, video.rel)
+        if problem is not None:
+            raise _BadStateError(f"{SUMMARY_NAME}: {problem}")
+        lines = _count_lines(folder / JSONL_NAME)
+        if lines != summary["frames"]:
+            raise _BadStateError(f"{JSONL_NAME} has {lines} lines for {summary['frames']} frames")
+        video_ok = _is_regular(folder / VIDEO_NAME) and not (folder / VIDEO_NAME).is_symlink()
+        if need_video and not video_ok:
+            raise _BadStateError(f"{VIDEO_NAME} is missing or not a regular file")
+    except _BadStateError as exc:
+        log.warning("%s: its outputs in %s/ do not check out (%s); annotating it again", video.rel,
+                    video.folder, exc)
         return None
     entry = _entry(video, "ok", None, summary, output, resumed=True)
-    entry["outputs"]["video"] = f"{video.folder}/{VIDEO_NAME}" if (folder / VIDEO_NAME).is_file() else None
+    entry["outputs"]["video"] = f"{video.folder}/{VIDEO_NAME}" if video_ok else None
     return entry
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    import json
-
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    return data
 
 
 def _entry(video: VideoInput, status: str, error: str | None, summary: dict[str, Any] | None, output: Path,
@@ -570,20 +982,82 @@ def _entry(video: VideoInput, status: str, error: str | None, summary: dict[str,
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """``realtime.files.write_bytes_atomic``, creating the folder first."""
+    """Write a batch output: under a temporary name beside it (``realtime.files.temp_name``,
+    registered so that it is removed on every exit path short of SIGKILL), then renamed into place.
+    Unlike ``realtime.files.write_bytes_atomic``, whatever is at the name (a FIFO, a device, a link
+    left there) is replaced, never written through: a batch's outputs are regular files in OUTPUT
+    (a FIFO at the name would block the batch forever)."""
     from . import files
 
     files.make_folder(path.parent)
-    files.write_bytes_atomic(path, data)
+    tmp = files.temp_name(path)
+    files.register_temp(tmp)
+    try:
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        files.discard(tmp)
+        raise files.write_error(path, exc) from exc
+    except BaseException:
+        files.discard(tmp)
+        raise
+    files.publish(tmp, path)
 
 
 def _sweep_partials(folders: list[Path]) -> None:
     """Remove this batch's temporary files (never at a final name) after an interruption."""
     for folder in folders:
-        if folder.is_dir():
+        with contextlib.suppress(OSError):
             for p in folder.iterdir():
-                if p.name.startswith(".") and ".partial-" in p.name and p.is_file():
+                if p.name.startswith(".") and ".partial-" in p.name and not p.is_symlink() and p.is_file():
                     p.unlink(missing_ok=True)
+
+
+def _remove_unfinished(folders: list[Path]) -> None:
+    """A video whose summary.json is not there is not done: what a worker finished of it (its
+    annotated video, renamed just before an interruption) is removed, so that an output folder
+    holds a complete set of outputs or none."""
+    for folder in folders:
+        if os.path.lexists(folder / SUMMARY_NAME):
+            continue
+        for name in (VIDEO_NAME, JSONL_NAME, THUMB_NAME):
+            path = folder / name
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def check_pipeline(options: dict[str, Any]) -> None:
+    """Load the model and the face detector once with the batch's options, before any video (on
+    this machine; on a cluster, on each node): a missing or bad model, bad metadata, an unknown
+    detector or backend is bad input (exit 2), not a failure of every video."""
+    from .classifier import GenderClassifier
+    from .native import quiet_stderr
+
+    model = Path(options.get("model") or GENDER_MODEL)
+    if not model.is_file():
+        raise UserError(f"model not found: {model}")
+    detector = str(options.get("detector") or "auto")
+    name = "full" if detector == "auto" else detector  # what "auto" is for video files
+    with quiet_stderr():  # LiteRT's start-up notes
+        try:
+            GenderClassifier(model, num_threads=1)
+        except UserError:
+            raise
+        except Exception as exc:  # a file that is not a model: LiteRT's ValueError, RuntimeError...
+            raise UserError(f"cannot load the model {model}: {type(exc).__name__}: {exc}") from exc
+        from .face_detector import FaceDetector
+
+        try:
+            FaceDetector(name, mode="video", min_score=float(options.get("min_face_score", 0.5)),
+                         backend=str(options.get("detector_backend") or "auto"), num_threads=1).close()
+        except UserError as exc:
+            raise UserError(f"--detector {detector}: {exc} (auto, short, full or a .tflite path)") from exc
+        except Exception as exc:
+            raise UserError(f"--detector {detector}: cannot load it: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -600,18 +1074,23 @@ class BatchOptions:
 
 
 def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
-    """Annotate every input video; returns the aggregate and the exit status (0 or 3)."""
+    """Annotate every input video; returns the aggregate and the exit status (0 or 3).
+
+    A stop signal (see :class:`_StopSignals`) raises ``KeyboardInterrupt`` out of here, after the
+    workers are stopped and reaped, the Ray runtime it started is shut down and the partial
+    outputs are removed; no aggregate is written then."""
     started = time.perf_counter()
     from .sinks import check_writable
 
     output = opts.output.expanduser()
+    if not str(opts.output).strip():
+        raise UserError("--output is empty: give a folder")
     if output.exists() and not output.is_dir():
         raise UserError(f"output {output} exists and is not a folder")
     videos = collect_inputs(opts.input, output)
     check_writable(output, is_dir=True)
-    model = Path(opts.pipeline.get("model") or GENDER_MODEL)
-    if opts.ray in (None, "local") and not model.is_file():  # on a cluster, each node is checked
-        raise UserError(f"model not found: {model}")
+    if opts.ray in (None, "local"):  # on a cluster, each node is checked (ray_preflight)
+        check_pipeline(opts.pipeline)
     output.mkdir(parents=True, exist_ok=True)
     output = output.resolve()
 
@@ -630,77 +1109,84 @@ def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
     totals = {t.index: min(_frame_count(Path(t.path)), max_frames or 1 << 62) for t in tasks}
     mode = "local" if not opts.ray else "ray-local" if opts.ray == "local" else "ray"
     workers = opts.workers or _cores()
-    ray = None
+    ray = _import_ray() if tasks and opts.ray else None
     ray_start_s = None
-    if tasks and opts.ray:
-        t0 = time.perf_counter()
-        ray = ray_init(opts.ray, opts.workers)
-        try:
-            nodes = ray_preflight(ray, str(opts.pipeline["model"]) if opts.pipeline.get("model") else None)
-        except BaseException:
-            ray.shutdown()
-            raise
-        log.debug("Ray nodes: %s", "; ".join(nodes))
-        ray_start_s = round(time.perf_counter() - t0, 3)
-        log.info("Ray %s: %s CPUs, %s in %.1f s", opts.ray, ray.cluster_resources().get("CPU", "?"),
-                 "started" if opts.ray == "local" else "joined", ray_start_s)
     pool: LocalPool | None = None
     bar = None
     failed = 0
-    try:
-        bar = tqdm(total=sum(totals.values()) or None, unit="frame", desc=f"0/{len(tasks)} videos",
-                   disable=not opts.progress or not tasks, dynamic_ncols=True)
-        reported: dict[int, int] = {}
+    finished = False
+    reported: dict[int, int] = {}
 
-        def on_result(result: VideoResult) -> None:
-            nonlocal failed
-            video = videos[result.index]
-            if result.status == "interrupted":
-                raise KeyboardInterrupt
-            if result.status == "ok":
-                folder = output / video.folder
-                try:
-                    if result.thumbnail:
-                        write_bytes_atomic(folder / THUMB_NAME, result.thumbnail)
-                    write_bytes_atomic(folder / JSONL_NAME, result.jsonl)
-                    write_json_atomic(folder / SUMMARY_NAME, dumps(result.summary or {}))  # last: marks it complete
-                except OSError as exc:
-                    raise UserError(f"cannot write the outputs of {video.rel} in {folder}: "
-                                    f"{exc.strerror or exc}") from exc
-            else:
-                failed += 1
-                log.warning("%s failed: %s", video.rel, result.error)
+    def keep(result: VideoResult) -> None:
+        """A finished video's JSONL, thumbnail and summary (last: it marks the video complete)."""
+        video = videos[result.index]
+        folder = output / video.folder
+        try:
+            with STOP.deferred():  # all three or, with the summary missing, a video done again
+                if result.thumbnail:
+                    write_bytes_atomic(folder / THUMB_NAME, result.thumbnail)
+                write_bytes_atomic(folder / JSONL_NAME, result.jsonl)
+                write_bytes_atomic(folder / SUMMARY_NAME, dumps(result.summary or {}).encode("utf-8"))
+        except OSError as exc:  # (write errors are UserErrors already; this is anything else)
+            raise UserError(f"cannot write the outputs of {video.rel} in {folder}: "
+                            f"{exc.strerror or exc}") from exc
+        entries[result.index] = _entry(video, result.status, result.error, result.summary, output,
+                                       seconds=result.seconds, worker=result.worker)
+
+    def on_result(result: VideoResult) -> None:
+        nonlocal failed
+        video = videos[result.index]
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
+        if result.status == "ok":
+            keep(result)
+        else:
+            failed += 1
+            log.warning("%s failed: %s", video.rel, result.error)
             entries[result.index] = _entry(video, result.status, result.error, result.summary, output,
                                            seconds=result.seconds, worker=result.worker)
-            bar.update(max(0, result.frames - reported.get(result.index, 0)))
-            done = sum(1 for t in tasks if t.index in entries)
-            bar.set_description(f"{done}/{len(tasks)} videos" + (f", {failed} failed" if failed else ""))
+        bar.update(max(0, result.frames - reported.get(result.index, 0)))
+        done = sum(1 for t in tasks if t.index in entries)
+        bar.set_description(f"{done}/{len(tasks)} videos" + (f", {failed} failed" if failed else ""))
 
-        def on_frames(index: int, n: int) -> None:
-            reported[index] = reported.get(index, 0) + n
-            bar.update(n)
+    def on_frames(index: int, n: int) -> None:
+        reported[index] = reported.get(index, 0) + n
+        bar.update(n)
 
+    try:
+        if ray is not None:
+            t0 = time.perf_counter()
+            ray_init(opts.ray, opts.workers)
+            nodes = ray_preflight(ray, dict(opts.pipeline))
+            log.debug("Ray nodes: %s", "; ".join(nodes))
+            ray_start_s = round(time.perf_counter() - t0, 3)
+            log.info("Ray %s: %s CPUs, %s in %.1f s", opts.ray, ray.cluster_resources().get("CPU", "?"),
+                     "started" if opts.ray == "local" else "joined", ray_start_s)
+        bar = tqdm(total=sum(totals.values()) or None, unit="frame", desc=f"0/{len(tasks)} videos",
+                   disable=not opts.progress or not tasks, dynamic_ncols=True)
         if ray is not None:
             run_ray(ray, tasks, opts.workers if opts.ray != "local" else None, on_result)
         elif tasks:
             pool = LocalPool(min(workers, len(tasks)))
             pool.run(tasks, on_frames, on_result)
+        finished = True
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        log.warning("interrupted: stopping the workers")
+        log.debug("interrupted (%s): stopping the workers", STOP.name())
         if pool is not None:
-            pool.interrupt()
-        _sweep_partials([output / v.folder for v in videos])
+            pool.interrupt(keep, hurry=lambda: STOP.hurry)
         raise
     finally:
-        if bar is not None:
-            bar.close()
-        if pool is not None:
-            pool.close()
-        if ray is not None:
-            with contextlib.suppress(Exception):
-                ray.shutdown()
+        with STOP.deferred():  # the first signal is already being handled (or none came): finish cleaning up
+            if bar is not None:
+                bar.close()
+            if pool is not None:
+                pool.close()
+            if ray is not None:
+                ray_shutdown(ray, local=opts.ray == "local")
+            if not finished:  # (after the workers are gone: none can write again)
+                folders = [output / v.folder for v in videos]
+                _sweep_partials(folders)
+                _remove_unfinished([output / videos[t.index].folder for t in tasks if t.index not in entries])
     aggregate = {
         "schema": 1, "input": opts.input, "mode": mode, "workers": None if mode == "ray" else workers,
         "video": opts.video, "options": {k: str(v) if isinstance(v, Path) else v for k, v in opts.pipeline.items()},
@@ -739,7 +1225,7 @@ def write_aggregate(output: Path, aggregate: dict[str, Any]) -> None:
                          d.get("total", 0), *(d.get(k, 0) for k in LABELS), _blank(e["dwell_s"].get("mean")),
                          _blank(e["dwell_s"].get("max")), e["folder"], _blank(e["processing_s"])])
     write_bytes_atomic(output / "summary.csv", buf.getvalue().encode("utf-8"))
-    write_json_atomic(output / "summary.json", aggregate)
+    write_bytes_atomic(output / "summary.json", dumps(aggregate).encode("utf-8"))
 
 
 def _blank(value: Any) -> Any:
@@ -747,14 +1233,21 @@ def _blank(value: Any) -> Any:
 
 
 # --- command line --------------------------------------------------------------------------------
+def _not_empty(text: str) -> str:
+    """``--input ''`` would mean the current folder: refused (say ``.``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (use . for the current folder)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python -m realtime.batch"), description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=prog_name("python -m realtime.batch"), description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(p)
-    p.add_argument("--input", required=True, metavar="DIR|GLOB|LIST.txt",
+    p.add_argument("--input", required=True, type=_not_empty, metavar="DIR|GLOB|LIST.txt",
                    help="a folder (searched recursively), a glob pattern (quote it; ** recurses) or a text "
                         "file with one video path per line (relative to the file)")
-    p.add_argument("--output", required=True, type=Path, metavar="DIR",
+    p.add_argument("--output", required=True, type=path_arg, metavar="DIR",
                    help="results: OUTPUT/<relative path>/ per video, summary.csv/json, report.html")
     p.add_argument("--workers", type=positive_int,
                    help=f"local worker processes (default: one per core, {_cores()} here); with --ray local the "
@@ -791,22 +1284,33 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 all annotated, 3 some failed, 2 unusable input, 130 stopped by SIGINT
+    (Ctrl-C), SIGTERM or SIGHUP."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    STOP.install()
     try:
         if args.ray:
             _import_ray()  # a missing Ray is bad input: say so before any work
         aggregate, status = run_batch(options_from_args(args))
     except UserError as exc:
+        if STOP.signum is not None:  # a write failing under a stop signal: the signal is the news
+            return _interrupted()
         return report_user_error(exc, args.verbose)
     except KeyboardInterrupt:
-        print("error: interrupted; finished videos are complete (use --resume to go on)", file=sys.stderr)
-        return 130
+        return _interrupted()
     t = aggregate["totals"]
     log.info("%d videos, %d frames in %.1f s: %d annotated%s, %d failed; %s", t["videos"], t["frames"],
              t["seconds"], t["ok"], f" ({t['resumed']} already done)" if t["resumed"] else "", t["failed"],
              Path(args.output) / ("report.html" if not args.no_report else "summary.csv"))
     return status
+
+
+def _interrupted() -> int:
+    with STOP.deferred():
+        print(f"error: interrupted ({STOP.name()}); finished videos are complete (use --resume to go on)",
+              file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -178,6 +178,7 @@ NATIVE_NOISE = re.compile(
     rb"|\[ ?(WARN|INFO|DEBUG|ERROR) ?:\d+@"  # OpenCV's own log ("[ WARN:0@1.2] global ...")
     rb"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ "  # glog (MediaPipe, LiteRT)
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|\s*Last message repeated \d+ times"  # FFmpeg's own summary of repeated av_log lines
     rb"|Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters|libpng (warning|error))")
 
 
@@ -186,8 +187,9 @@ class _StderrFilter:
 
     FLUSH_PARTIAL_S = 0.5  # a line without its newline is forwarded after this long
 
-    def __init__(self) -> None:
+    def __init__(self, drop_all: bool = False) -> None:
         sys.stderr.flush()
+        self.drop_all = drop_all
         self.real_fd = os.dup(2)
         read_fd, write_fd = os.pipe()
         self.read_fd = read_fd
@@ -224,7 +226,7 @@ class _StderrFilter:
         os.close(self.read_fd)
 
     def _forward(self, line: bytes) -> None:
-        if NATIVE_NOISE.match(line.lstrip(b"\r")):
+        if self.drop_all or NATIVE_NOISE.match(line.lstrip(b"\r")):
             self.dropped += 1
             return
         view = memoryview(line)
@@ -260,8 +262,11 @@ def _move_stream_handlers(old: object, new: io.TextIOBase) -> int:
 _filter: _StderrFilter | None = None
 
 
-def filter_native_stderr() -> bool:
+def filter_native_stderr(drop_all: bool = False) -> bool:
     """Install the fd-2 line filter for the rest of the process (see the module's docstring).
+
+    ``drop_all``: drop every native line, not only known noise (a batch worker, whose failures
+    reach the user as one line from its driver; with debug logging nothing is filtered).
 
     Call it once, from the main thread, before starting threads (a web server's ``main``). Returns
     False, changing nothing, when stderr is not the process's fd 2 (tests capturing it, pythonw),
@@ -279,7 +284,7 @@ def filter_native_stderr() -> bool:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             return False
         try:
-            _filter = _StderrFilter()
+            _filter = _StderrFilter(drop_all)
         except OSError:
             return False
         return True
