@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .sources import Frame
 
 Box = tuple[int, int, int, int]  # x, y, width, height in pixels
 
@@ -75,3 +78,9 @@ class Face:
                     for name, value in outputs.items()})
         rec["reason"] = self.reason
         return rec
+
+
+def frame_record(frame: Frame, faces: list[Face], privacy: bool = False) -> dict[str, Any]:
+    """One JSONL line: the frame's index, time and source name, and its faces (schema in the README)."""
+    return {"frame": frame.index, "time_s": round(frame.time_s, 4), "source": frame.name,
+            "faces": [f.record(privacy) for f in faces]}

@@ -9,31 +9,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from .classifier import GenderClassifier
-from .cli import plural
 from .config import PipelineConfig
 from .errors import SourceError, UserError
-from .face import APPARENT_AGE, P_FEMALE, Face
+from .face import APPARENT_AGE, P_FEMALE, Face, frame_record
 from .face_detector import Detection, FaceDetector, StillImageDetector
-from .files import Output, check_outputs
+from .interrupt import CtrlC
 from .live import DEFAULT_CAPTURES, LiveWindow
 from .native import restore_stderr
-from .overlay import caption, contact_sheet, draw_faces
-from .sinks import ImageFolderSink, JsonlSink, OutputError, VideoSink, check_writable, write_image_atomic
+from .overlay import draw_faces
+from .sinks import OutputError, RunOutputs, check_run_outputs
 from .sources import Frame, ReconnectPolicy, Source, open_source
 from .tracker import CachePolicy, Track, Tracker
 from .worker import ClassifierWorker
@@ -91,12 +88,6 @@ class Timing:
         out = {k: round(v / n, 3) for k, v in self.ms.items()}
         out["total"] = round(sum(self.ms.values()) / n, 3)
         return out
-
-
-def frame_record(frame: Frame, faces: list[Face], privacy: bool = False) -> dict[str, Any]:
-    """One JSONL line (schema in the README)."""
-    return {"frame": frame.index, "time_s": round(frame.time_s, 4), "source": frame.name,
-            "faces": [f.record(privacy) for f in faces]}
 
 
 def choose_detector(name: str, source: Source) -> str:
@@ -304,55 +295,6 @@ def _timed_frames(source: Source, timing: Timing, loop: bool) -> Iterator[Frame]
         source.open()
 
 
-STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
-
-
-class _CtrlC:
-    """SIGINT (and SIGTERM, SIGHUP: ``kill``, a closed terminal) that never lands in the middle
-    of writing a frame to the outputs; all three stop a run the same way, keeping valid outputs.
-
-    Outside :meth:`deferred` blocks a signal raises ``KeyboardInterrupt`` at once (a blocked read
-    is interrupted); inside, it is raised when the block ends. Only the main thread can own
-    signals: elsewhere (the web app's worker threads) this does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.active = threading.current_thread() is threading.main_thread()
-        self.critical = False
-        self.pending = False
-        self.held = False
-        self.previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if self.active else {}
-        if self.active:
-            for s in STOP_SIGNALS:
-                signal.signal(s, self._handler)
-
-    def _handler(self, signum: int, frame: object) -> None:
-        if self.critical or self.held:
-            self.pending = True
-            return
-        raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self.critical = True
-        try:
-            yield
-        finally:
-            self.critical = False
-        if self.pending and not self.held:
-            self.pending = False
-            raise KeyboardInterrupt
-
-    def hold(self) -> None:
-        self.held = True
-
-    def restore(self) -> None:
-        if self.active:
-            for s, handler in self.previous.items():
-                signal.signal(s, handler)
-            self.active = False
-
-
 def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | None = None,
         source: Source | None = None, classifier: GenderClassifier | None = None) -> RunStats:
     """Process ``config.source`` to the end (or ``max_frames``/quit/Ctrl-C); returns stats.
@@ -367,11 +309,11 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
     if source is None:
         source = open_source(config.source, config.reconnect, config.camera_size, config.camera_fps)
     folder_mode = source.still
-    _check_outputs(config, folder_mode, source)
+    check_run_outputs(config, folder_mode, source)
     stats = RunStats()
     with source if owned else contextlib.nullcontext(source):
         pipeline = build_pipeline(config, source, classifier)
-        sinks = _Sinks(config, source, folder_mode)
+        sinks = RunOutputs(config, source, folder_mode)
         server = None
         if config.serve is not None:
             from .serve import LiveServer
@@ -391,7 +333,7 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
         fps_meter = _Fps()
         error: UserError | None = None
         write_failed: OutputError | None = None
-        ctrl_c = _CtrlC()
+        ctrl_c = CtrlC()
         try:
             for frame in _timed_frames(source, pipeline.timing, config.loop):
                 if folder_mode:
@@ -461,170 +403,3 @@ def run(config: Config, on_frame: Callable[[int, int | None], bool | None] | Non
                 raise UserError(f"{error}; kept {held}") from error
             raise error
     return stats
-
-
-def input_paths(source: Source) -> list[Path]:
-    """The files or folder a source reads (for the overlap check); none for cameras and URLs."""
-    path = getattr(source, "path", None) or getattr(source, "folder", None)
-    return [Path(path)] if path is not None else []
-
-
-def single_image_output(config: Config, source: Source) -> bool:
-    """``--output x.jpg`` for one image writes that image (not a folder named x.jpg)."""
-    return (source.kind == "image" and config.output is not None
-            and config.output.suffix.lower() in IMAGE_OUTPUT_EXTENSIONS and not config.output.is_dir())
-
-
-IMAGE_OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def planned_outputs(config: Config, folder_mode: bool, source: Source) -> list[Output]:
-    """Every output of the run, with the files an output folder will hold (for :func:`check_outputs`)."""
-    single = single_image_output(config, source)
-    outputs = []
-    jsonl = config.jsonl
-    if config.output is not None and folder_mode and not single:
-        folder = config.output
-        if source.kind == "folder" and not source.files:
-            source.open()  # lists the images (again when the run opens it): the names are checked now
-        names = [Path(p).relative_to(source.path).as_posix() for p in getattr(source, "files", [])]
-        if source.kind == "image":
-            names = [Path(source.path).name]
-        files = [folder / name for name in names]
-        if config.contact_sheet:
-            files.append(folder / "contact_sheet.jpg")
-        if jsonl is None:
-            jsonl = folder / "predictions.jsonl"
-        outputs.append(Output("--output", folder, folder=True, files=tuple(files)))
-        # An input named like the contact sheet would be replaced by it: two outputs, one file.
-        if config.contact_sheet and "contact_sheet.jpg" in names:
-            raise UserError(f"{source.path} holds an image named contact_sheet.jpg, which --output would replace "
-                            "with the contact sheet; rename that image first")
-    elif config.output is not None:
-        outputs.append(Output("--output", config.output))
-    outputs.append(Output("--jsonl" if config.jsonl is not None else "--output's predictions.jsonl", jsonl))
-    outputs.append(Output("--summary", config.summary))
-    return outputs
-
-
-def _check_outputs(config: Config, folder_mode: bool, source: Source | None = None) -> None:
-    single = source is not None and single_image_output(config, source)
-    if source is not None:
-        check_outputs(planned_outputs(config, folder_mode, source), input_paths(source))
-    if config.output is not None:
-        if single:
-            check_writable(config.output)
-        elif folder_mode:
-            check_writable(config.output, is_dir=True)
-        else:
-            if config.output.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"):
-                raise UserError(f"--output for a video source must be a video file (.mp4), got {config.output}")
-            check_writable(config.output)
-    if config.jsonl is not None:
-        check_writable(config.jsonl)
-
-
-class _Sinks:
-    """All outputs of one run; closed (renamed into place) together."""
-
-    def __init__(self, config: Config, source: Source, folder_mode: bool) -> None:
-        self.video: VideoSink | None = None
-        self.images: ImageFolderSink | None = None
-        self.jsonl: JsonlSink | None = None
-        self.sheet_tiles: list[tuple[np.ndarray, str, str]] = []
-        self.sheet_path: Path | None = None
-        self.config = config
-        self.fps = source.fps
-        # Live sources (streams, cameras) report a nominal rate or none: the video is written at
-        # the rate measured over its first frames, so it plays at the speed it was captured.
-        self.measure_fps = source.live
-        self.pending: list[tuple[float, np.ndarray]] = []
-        jsonl = config.jsonl
-        self.single_image = single_image_output(config, source)
-        if self.single_image:
-            pass  # written at the end of the one frame (write()), atomically
-        elif folder_mode and config.output is not None:
-            self.images = ImageFolderSink(config.output)
-            jsonl = jsonl or config.output / "predictions.jsonl"
-            if config.contact_sheet:
-                self.sheet_path = config.output / "contact_sheet.jpg"
-        if jsonl is not None:
-            self.jsonl = JsonlSink(jsonl)
-
-    MAX_SHEET_TILES = 400
-
-    def write(self, frame: Frame, faces: list[Face], picture: np.ndarray, annotated: np.ndarray,
-              pipeline: FacePipeline) -> None:
-        if self.jsonl is not None:
-            self.jsonl.write(frame_record(frame, faces, privacy=self.config.privacy))
-        if self.single_image:
-            write_image_atomic(self.config.output, annotated)
-            self.written_image = self.config.output
-            return
-        if self.images is not None:
-            self.images.write(frame.name or f"frame_{frame.index:06d}.jpg", annotated)
-            if self.sheet_path is not None and len(self.sheet_tiles) < self.MAX_SHEET_TILES:
-                # Tiles come from the picture the outputs show (blurred with --blur: they are faces too).
-                crops = pipeline.classifier.crops(picture, [f.crop_box for f in faces])
-                for face, crop in zip(faces, crops):
-                    self.sheet_tiles.append((crop if pipeline.classifier.info.colour_order == "BGR"
-                                             else crop[..., ::-1], face.label or "uncertain",
-                                             f"{caption(face)}\n{Path(frame.name or '').name}"))
-        elif self.config.output is not None:
-            if self.video is None and self.measure_fps:
-                self.pending.append((frame.time_s, annotated))
-                span = self.pending[-1][0] - self.pending[0][0]
-                if len(self.pending) < self.MEASURE_FRAMES and span < self.MEASURE_SECONDS:
-                    return
-                self._open_video(frame.image.shape)
-                return
-            if self.video is None:
-                self._open_video(frame.image.shape)
-            self.video.write(annotated)
-
-    MEASURE_FRAMES, MEASURE_SECONDS = 15, 2.0
-
-    def _open_video(self, shape: tuple[int, ...]) -> None:
-        """Open the video writer, at the measured rate for live sources, and write what waited."""
-        pending, self.pending = self.pending, []
-        if len(pending) >= 2 and pending[-1][0] > pending[0][0]:
-            measured = (len(pending) - 1) / (pending[-1][0] - pending[0][0])
-            if 0.5 <= measured <= 240:
-                if abs(measured - self.fps) > 0.5:
-                    log.info("recording at the measured %.1f fps (the source says %.1f)", measured, self.fps)
-                self.fps = measured
-        h, w = shape[:2]
-        self.video = VideoSink(self.config.output, self.fps, (w, h), self.config.video_codec)
-        for _, image in pending:
-            self.video.write(image)
-
-    def close(self, keep: bool) -> dict[str, str]:
-        """Publish every output (``keep``) or none: all are finished and checked first, so a disk
-        that fills up at the end leaves no output at a final name."""
-        if self.pending and keep:  # a short live run: fewer frames than the rate measurement wanted
-            self._open_video(self.pending[-1][1].shape)
-        if keep:
-            try:
-                for sink in (self.jsonl, self.video):
-                    if sink is not None:
-                        sink.finalize()
-            except OutputError:
-                self.close(keep=False)
-                raise
-        held: dict[str, str] = {}
-        if getattr(self, "written_image", None) is not None and keep:
-            held["image"] = str(self.written_image)
-        if self.video is not None:
-            self.video.close(keep)
-            if keep and self.video.count:
-                held["video"] = f"{self.video.path} ({self.video.count} frames)"
-        if self.jsonl is not None:
-            self.jsonl.close(keep)
-            if keep and self.jsonl.count:
-                held["jsonl"] = f"{self.jsonl.path} ({plural(self.jsonl.count, 'line')})"
-        if self.images is not None:
-            held["images"] = f"{self.images.folder} ({plural(self.images.count, 'image')})"
-            if self.sheet_path is not None and keep and self.images.count:
-                write_image_atomic(self.sheet_path, contact_sheet(self.sheet_tiles))
-                held["contact_sheet"] = str(self.sheet_path)
-        return held

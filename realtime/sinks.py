@@ -11,14 +11,18 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from .cli import plural
 from .errors import UserError
+from .face import Face, frame_record
 from .files import (
     STDOUT,
+    Output,
+    check_outputs,
     check_writable,
     discard,
     is_special,
@@ -30,9 +34,14 @@ from .files import (
     write_error,
 )
 from .native import quiet_stderr
+from .overlay import caption, contact_sheet
 
-__all__ = ["ImageFolderSink", "JsonlSink", "OutputError", "VideoSink", "check_writable", "temp_name",
-           "write_image_atomic"]
+if TYPE_CHECKING:
+    from .pipeline import Config, FacePipeline
+    from .sources import Frame, Source
+
+__all__ = ["ImageFolderSink", "JsonlSink", "OutputError", "RunOutputs", "VideoSink", "check_run_outputs",
+           "check_writable", "planned_outputs", "temp_name", "write_image_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +217,173 @@ class ImageFolderSink:
 
     def close(self, keep: bool = True) -> None:
         return None
+
+
+# --- the outputs of one run (realtime.pipeline.run) ----------------------------------------------
+def input_paths(source: Source) -> list[Path]:
+    """The files or folder a source reads (for the overlap check); none for cameras and URLs."""
+    path = getattr(source, "path", None) or getattr(source, "folder", None)
+    return [Path(path)] if path is not None else []
+
+
+def single_image_output(config: Config, source: Source) -> bool:
+    """``--output x.jpg`` for one image writes that image (not a folder named x.jpg)."""
+    return (source.kind == "image" and config.output is not None
+            and config.output.suffix.lower() in IMAGE_OUTPUT_EXTENSIONS and not config.output.is_dir())
+
+
+IMAGE_OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def planned_outputs(config: Config, folder_mode: bool, source: Source) -> list[Output]:
+    """Every output of the run, with the files an output folder will hold (for :func:`check_outputs`)."""
+    single = single_image_output(config, source)
+    outputs = []
+    jsonl = config.jsonl
+    if config.output is not None and folder_mode and not single:
+        folder = config.output
+        if source.kind == "folder" and not source.files:
+            source.open()  # lists the images (again when the run opens it): the names are checked now
+        names = [Path(p).relative_to(source.path).as_posix() for p in getattr(source, "files", [])]
+        if source.kind == "image":
+            names = [Path(source.path).name]
+        files = [folder / name for name in names]
+        if config.contact_sheet:
+            files.append(folder / "contact_sheet.jpg")
+        if jsonl is None:
+            jsonl = folder / "predictions.jsonl"
+        outputs.append(Output("--output", folder, folder=True, files=tuple(files)))
+        # An input named like the contact sheet would be replaced by it: two outputs, one file.
+        if config.contact_sheet and "contact_sheet.jpg" in names:
+            raise UserError(f"{source.path} holds an image named contact_sheet.jpg, which --output would replace "
+                            "with the contact sheet; rename that image first")
+    elif config.output is not None:
+        outputs.append(Output("--output", config.output))
+    outputs.append(Output("--jsonl" if config.jsonl is not None else "--output's predictions.jsonl", jsonl))
+    outputs.append(Output("--summary", config.summary))
+    return outputs
+
+
+def check_run_outputs(config: Config, folder_mode: bool, source: Source | None = None) -> None:
+    """Before any work: every output of the run can be written and writes no input and no other output."""
+    single = source is not None and single_image_output(config, source)
+    if source is not None:
+        check_outputs(planned_outputs(config, folder_mode, source), input_paths(source))
+    if config.output is not None:
+        if single:
+            check_writable(config.output)
+        elif folder_mode:
+            check_writable(config.output, is_dir=True)
+        else:
+            if config.output.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"):
+                raise UserError(f"--output for a video source must be a video file (.mp4), got {config.output}")
+            check_writable(config.output)
+    if config.jsonl is not None:
+        check_writable(config.jsonl)
+
+
+class RunOutputs:
+    """All outputs of one run (video, annotated images and contact sheet, JSONL); written frame by
+    frame and closed (renamed into place) together."""
+
+    def __init__(self, config: Config, source: Source, folder_mode: bool) -> None:
+        self.video: VideoSink | None = None
+        self.images: ImageFolderSink | None = None
+        self.jsonl: JsonlSink | None = None
+        self.sheet_tiles: list[tuple[np.ndarray, str, str]] = []
+        self.sheet_path: Path | None = None
+        self.config = config
+        self.fps = source.fps
+        # Live sources (streams, cameras) report a nominal rate or none: the video is written at
+        # the rate measured over its first frames, so it plays at the speed it was captured.
+        self.measure_fps = source.live
+        self.pending: list[tuple[float, np.ndarray]] = []
+        jsonl = config.jsonl
+        self.single_image = single_image_output(config, source)
+        if self.single_image:
+            pass  # written at the end of the one frame (write()), atomically
+        elif folder_mode and config.output is not None:
+            self.images = ImageFolderSink(config.output)
+            jsonl = jsonl or config.output / "predictions.jsonl"
+            if config.contact_sheet:
+                self.sheet_path = config.output / "contact_sheet.jpg"
+        if jsonl is not None:
+            self.jsonl = JsonlSink(jsonl)
+
+    MAX_SHEET_TILES = 400
+
+    def write(self, frame: Frame, faces: list[Face], picture: np.ndarray, annotated: np.ndarray,
+              pipeline: FacePipeline) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(frame_record(frame, faces, privacy=self.config.privacy))
+        if self.single_image:
+            write_image_atomic(self.config.output, annotated)
+            self.written_image = self.config.output
+            return
+        if self.images is not None:
+            self.images.write(frame.name or f"frame_{frame.index:06d}.jpg", annotated)
+            if self.sheet_path is not None and len(self.sheet_tiles) < self.MAX_SHEET_TILES:
+                # Tiles come from the picture the outputs show (blurred with --blur: they are faces too).
+                crops = pipeline.classifier.crops(picture, [f.crop_box for f in faces])
+                for face, crop in zip(faces, crops):
+                    self.sheet_tiles.append((crop if pipeline.classifier.info.colour_order == "BGR"
+                                             else crop[..., ::-1], face.label or "uncertain",
+                                             f"{caption(face)}\n{Path(frame.name or '').name}"))
+        elif self.config.output is not None:
+            if self.video is None and self.measure_fps:
+                self.pending.append((frame.time_s, annotated))
+                span = self.pending[-1][0] - self.pending[0][0]
+                if len(self.pending) < self.MEASURE_FRAMES and span < self.MEASURE_SECONDS:
+                    return
+                self._open_video(frame.image.shape)
+                return
+            if self.video is None:
+                self._open_video(frame.image.shape)
+            self.video.write(annotated)
+
+    MEASURE_FRAMES, MEASURE_SECONDS = 15, 2.0
+
+    def _open_video(self, shape: tuple[int, ...]) -> None:
+        """Open the video writer, at the measured rate for live sources, and write what waited."""
+        pending, self.pending = self.pending, []
+        if len(pending) >= 2 and pending[-1][0] > pending[0][0]:
+            measured = (len(pending) - 1) / (pending[-1][0] - pending[0][0])
+            if 0.5 <= measured <= 240:
+                if abs(measured - self.fps) > 0.5:
+                    log.info("recording at the measured %.1f fps (the source says %.1f)", measured, self.fps)
+                self.fps = measured
+        h, w = shape[:2]
+        self.video = VideoSink(self.config.output, self.fps, (w, h), self.config.video_codec)
+        for _, image in pending:
+            self.video.write(image)
+
+    def close(self, keep: bool) -> dict[str, str]:
+        """Publish every output (``keep``) or none: all are finished and checked first, so a disk
+        that fills up at the end leaves no output at a final name."""
+        if self.pending and keep:  # a short live run: fewer frames than the rate measurement wanted
+            self._open_video(self.pending[-1][1].shape)
+        if keep:
+            try:
+                for sink in (self.jsonl, self.video):
+                    if sink is not None:
+                        sink.finalize()
+            except OutputError:
+                self.close(keep=False)
+                raise
+        held: dict[str, str] = {}
+        if getattr(self, "written_image", None) is not None and keep:
+            held["image"] = str(self.written_image)
+        if self.video is not None:
+            self.video.close(keep)
+            if keep and self.video.count:
+                held["video"] = f"{self.video.path} ({self.video.count} frames)"
+        if self.jsonl is not None:
+            self.jsonl.close(keep)
+            if keep and self.jsonl.count:
+                held["jsonl"] = f"{self.jsonl.path} ({plural(self.jsonl.count, 'line')})"
+        if self.images is not None:
+            held["images"] = f"{self.images.folder} ({plural(self.images.count, 'image')})"
+            if self.sheet_path is not None and keep and self.images.count:
+                write_image_atomic(self.sheet_path, contact_sheet(self.sheet_tiles))
+                held["contact_sheet"] = str(self.sheet_path)
+        return held

@@ -10,7 +10,8 @@ import pytest
 from test_worker import ScriptedDetector
 
 from realtime.classifier import GenderClassifier
-from realtime.pipeline import FacePipeline, frame_record
+from realtime.face import frame_record
+from realtime.pipeline import FacePipeline
 from realtime.sources import Frame
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from test_worker import FakeClassifier, ScriptedDetector, frames
 
-from realtime.face import Face
-from realtime.pipeline import FacePipeline, frame_record
+from realtime.face import Face, frame_record
+from realtime.pipeline import FacePipeline
 from realtime.summary import TrackSummary
 
 
