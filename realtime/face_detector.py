@@ -117,7 +117,7 @@ class FaceDetector:
         mode: Mode = "video",
         min_score: float = 0.5,
         min_suppression: float = 0.3,
-        backend: str = "auto",
+        backend: Backend = "auto",
         num_threads: int | None = 2,
     ) -> None:
         self.model_path = resolve_detector_model(model)
@@ -220,7 +220,7 @@ class StillImageDetector:
     MERGE_IOU = 0.3
 
     def __init__(self, min_score: float = 0.5, models: tuple[str, str] = ("short", "full"),
-                 backend: str = "auto") -> None:
+                 backend: Backend = "auto") -> None:
         self.short = FaceDetector(models[0], mode="image", min_score=min_score, backend=backend)
         self.full = FaceDetector(models[1], mode="image", min_score=min_score, backend=backend)
         self.backend = self.short.backend

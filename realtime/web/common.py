@@ -14,6 +14,7 @@ import numpy as np
 from fastapi.responses import JSONResponse
 
 from ..config import PipelineConfig
+from ..detection import Backend
 from ..face import Face
 from ..native import quiet_stderr
 from ..overlay import caption
@@ -44,7 +45,7 @@ class Settings:
     max_video_seconds: float = 120.0
     keep_minutes: float = 15.0  # finished video results are deleted this long after the job ends
     threads: int = 2
-    detector_backend: str = "auto"  # auto | mediapipe | litert
+    detector_backend: Backend = "auto"  # where BlazeFace runs: auto | mediapipe | litert
     max_live_sessions: int = 4
     max_image_megapixels: float = 50.0  # decoded size guard (images, video frames): a small PNG can hold a huge image
     max_live_megapixels: float = 8.3  # a webcam frame: up to 3840 x 2160 (the page sends at most 640 px wide)
