@@ -609,6 +609,11 @@ def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
         raise UserError(f"output {output} exists and is not a folder")
     videos = collect_inputs(opts.input, output)
     check_writable(output, is_dir=True)
+    if opts.report:
+        from .batch_report import NO_PLOTS, can_plot
+
+        if not can_plot():  # said before the work, not after hours of it
+            log.warning("%s (report.html gets its tables only; --no-report for none)", NO_PLOTS)
     model = Path(opts.pipeline.get("model") or GENDER_MODEL)
     if opts.ray in (None, "local") and not model.is_file():  # on a cluster, each node is checked
         raise UserError(f"model not found: {model}")
