@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   install the runtime and annotate the bundled demo clip  → out/demo_annotated.mp4
-#   make test   install runtime + training + web + test requirements and run all tests
+#   make test   install runtime + every extra (mediapipe, train, web, batch, teach, dev) and run all tests
 # Both install this project into .venv (editable), so face-gender, face-gender-train, face-gender-web
 # and face-gender-batch work from any folder: .venv/bin/face-gender --help
 PYTHON ?= python3
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO := assets/face-demographics-walking-and-pause.mp4
 
-.PHONY: demo test install install-dev system-deps lint benchmark web clean
+.PHONY: demo test install install-dev install-mediapipe system-deps lint benchmark web clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ install: system-deps $(PY)
 	$(PIP) install -r requirements.txt
 	$(PIP) install --no-deps -e .
 
+# MediaPipe's own detector (--detector-backend mediapipe); the runtime runs without it.
+install-mediapipe: install
+	$(PIP) install -r requirements-mediapipe.txt
+
 install-dev: system-deps $(PY)
-	$(PIP) install -r requirements-dev.txt -r requirements-train.txt $(if $(wildcard requirements-web.txt),-r requirements-web.txt) -r requirements-batch.txt -r requirements-teach.txt
+	$(PIP) install -r requirements-dev.txt -r requirements-mediapipe.txt -r requirements-train.txt $(if $(wildcard requirements-web.txt),-r requirements-web.txt) -r requirements-batch.txt -r requirements-teach.txt
 	$(PIP) install --no-deps -e .
 
 demo: install

@@ -1089,6 +1089,11 @@ def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
         raise UserError(f"output {output} exists and is not a folder")
     videos = collect_inputs(opts.input, output)
     check_writable(output, is_dir=True)
+    if opts.report:
+        from .batch_report import NO_PLOTS, can_plot
+
+        if not can_plot():  # said before the work, not after hours of it
+            log.warning("%s (report.html gets its tables only; --no-report for none)", NO_PLOTS)
     if opts.ray in (None, "local"):  # on a cluster, each node is checked (ray_preflight)
         check_pipeline(opts.pipeline)
     output.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,9 @@ Plots (matplotlib, written to OUTPUT/report_files/): distinct tracks by label pe
 tracks by label per minute of each video, the dwell-time histogram; and each video's first annotated
 frame (its thumbnail.jpg) beside its numbers. Every file is written under a temporary name and
 renamed; report.html comes last.
+
+matplotlib comes with the ``[batch]`` extra, not with the runtime: without it the page has its
+tables and thumbnails, no plots, and says how to get them (:func:`can_plot`, :data:`NO_PLOTS`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,18 @@ from .summary import LABELS, TRACK_NOTE
 
 log = logging.getLogger(__name__)
 
+NO_PLOTS = "matplotlib is not installed: pip install 'face-gender-realtime[batch]' for the report's plots"
 COLOURS = {label: hex_colour(label) for label in ("female", "male", "uncertain")}  # the overlay's colours
 FILES = "report_files"
+
+
+def can_plot() -> bool:
+    """Whether matplotlib can be imported here (the ``[batch]`` and ``[train]`` extras bring it)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _figure(width: float, height: float) -> Any:
@@ -118,19 +131,22 @@ img.plot{max-width:100%;border:1px solid #ddd}img.thumb{width:240px;border:1px s
 """ + "".join(f".{label}{{color:{colour}}}" for label, colour in COLOURS.items()) + "\n"
 
 
-def write_report(output: Path, aggregate: dict[str, Any]) -> Path:
-    """Plots and OUTPUT/report.html for a batch's aggregate (``realtime.batch.run_batch``)."""
+def write_report(output: Path, aggregate: dict[str, Any], plots: bool | None = None) -> Path:
+    """Plots and OUTPUT/report.html for a batch's aggregate (``realtime.batch.run_batch``).
+
+    ``plots``: draw them (default: when matplotlib is installed); without, the page says why."""
+    plots = can_plot() if plots is None else plots
     files = output / FILES
     files.mkdir(parents=True, exist_ok=True)
     videos = aggregate["videos"]
     ok = [v for v in videos if v["status"] == "ok"]
     failed = [v for v in videos if v["status"] != "ok"]
-    if ok:
+    if ok and plots:
         plot_tracks_by_label(ok, files / "tracks_by_label.png")
         plot_dwell(ok, files / "dwell_hist.png")
     timelines = {}
     for i, v in enumerate(videos):
-        if v["status"] == "ok" and v["timeline"]:
+        if plots and v["status"] == "ok" and v["timeline"]:
             name = f"timeline_{i:04d}.png"
             plot_timeline(v, files / name)
             timelines[v["video"]] = f"{FILES}/{name}"
@@ -149,7 +165,9 @@ def write_report(output: Path, aggregate: dict[str, Any]) -> Path:
         + ", ".join(f'<span class="{k}">{k} {d.get(k, 0)}</span>' for k in LABELS)
         + f". Apparent binary gender from a face, estimated by a model; {html.escape(TRACK_NOTE)}.</p>",
     ]
-    if ok:
+    if ok and not plots:
+        parts.append(f'<p class="note">No plots: {html.escape(NO_PLOTS)}.</p>')
+    if ok and plots:
         parts += ["<h2>Distinct tracks by label</h2>",
                   f'<img class="plot" src="{FILES}/tracks_by_label.png" alt="distinct tracks by label per video">',
                   "<h2>Dwell time</h2>",

@@ -3,9 +3,10 @@
 * ``litert``: MediaPipe's BlazeFace models on the LiteRT interpreter, with MediaPipe's pre- and
   post-processing reimplemented (:mod:`realtime.blazeface`). Runs wherever ai-edge-litert does,
   the Raspberry Pi 4 included, and is the faster one (see ``docs/detector.md``).
-* ``mediapipe``: the MediaPipe Tasks ``FaceDetector``. Its aarch64 wheel is compiled for ARMv8.1
-  atomics (LSE); on a CPU without them (Raspberry Pi 4, Cortex-A72) starting it kills the process
-  with SIGILL, which cannot be caught, so :func:`mediapipe_support` decides before it is started.
+* ``mediapipe``: the MediaPipe Tasks ``FaceDetector``, from the ``[mediapipe]`` extra (the runtime
+  does not install it). Its aarch64 wheel is compiled for ARMv8.1 atomics (LSE); on a CPU without
+  them (Raspberry Pi 4, Cortex-A72) starting it kills the process with SIGILL, which cannot be
+  caught, so :func:`mediapipe_support` decides before it is started.
 * ``auto`` (default): ``litert``, the faster backend with measured parity (same faces, IoU >= 0.9,
   scores within 0.05 on the demo clip and still images: ``tests/test_blazeface_parity.py``).
 """
@@ -27,6 +28,10 @@ from .native import quiet_stderr, tensorflow_blocked
 from .paths import DETECTOR_MODELS
 
 log = logging.getLogger(__name__)
+
+NOT_INSTALLED = "mediapipe is not installed"
+# What brings the mediapipe backend: an extra of the package (requirements-mediapipe.txt in a checkout).
+MEDIAPIPE_INSTALL = "pip install 'face-gender-realtime[mediapipe]'"
 
 Mode = Literal["image", "video"]
 
@@ -64,8 +69,12 @@ def mediapipe_support(machine: str | None = None, cpuinfo: Path = Path("/proc/cp
     """Whether MediaPipe's native face detector can start here, and if not, why.
 
     Decided without starting it: an illegal instruction cannot be caught."""
-    if importlib.util.find_spec("mediapipe") is None:
-        return False, "mediapipe is not installed"
+    try:
+        spec = importlib.util.find_spec("mediapipe")
+    except (ImportError, ValueError):  # an import hook that refuses it, or a broken install
+        spec = None
+    if spec is None:
+        return False, NOT_INSTALLED
     machine = (machine or platform.machine()).lower()
     if machine in ("aarch64", "arm64") and platform.system() != "Darwin":
         features = cpu_features(cpuinfo)
@@ -87,6 +96,10 @@ def resolve_backend(requested: str = "auto", machine: str | None = None,
         return "litert"
     ok, why = mediapipe_support(machine, cpuinfo)
     if requested == "mediapipe":
+        if why == NOT_INSTALLED:
+            raise UserError(f"--detector-backend mediapipe needs MediaPipe, which is not installed: "
+                            f"{MEDIAPIPE_INSTALL} (in a checkout: pip install -r requirements-mediapipe.txt), "
+                            "or use --detector-backend litert (the default)")
         if not ok:
             raise UserError(f"--detector-backend mediapipe cannot run here: {why}; "
                             "use --detector-backend litert")

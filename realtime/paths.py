@@ -37,3 +37,5 @@ DETECTOR_MODELS = {
 LANDMARK_MODEL = MODELS_DIR / "face_landmark.tflite"
 GENDER_MODEL = MODELS_DIR / "gender_vgg16_int8.tflite"
 DEMO_CLIP = ASSETS_DIR / "face-demographics-walking-and-pause.mp4"
+# A public-domain face photo (realtime/sample/README.md): in the package, so no matplotlib is needed.
+SAMPLE_FACE = Path(__file__).resolve().parent / "sample" / "grace_hopper.jpg"

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import SourceError
 from .native import quiet_stderr
+from .paths import SAMPLE_FACE
 
 # OpenCV's own warnings (e.g. "can't open camera by index") become our one-line errors instead;
 # FFmpeg's notes about damaged data are silenced around each native call below.
@@ -660,13 +661,10 @@ class PicameraSource(Source):
 
 # --- synthetic -------------------------------------------------------------------------------
 def sample_face() -> np.ndarray:
-    """A real face photo that ships with matplotlib (Grace Hopper), BGR."""
-    from matplotlib import cbook
-
-    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    image = cv2.imread(str(path))
+    """A real face photo that ships with the package (Grace Hopper, public domain), BGR."""
+    image = cv2.imread(str(SAMPLE_FACE))
     if image is None:
-        raise SourceError(f"cannot read matplotlib's sample face {path}")
+        raise SourceError(f"cannot read the sample face {SAMPLE_FACE}")
     return image
 
 

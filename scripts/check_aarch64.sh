@@ -4,9 +4,10 @@
 # downloads the wheels for that platform into a temporary folder (--only-binary=:all:, so a
 # package that would have to be compiled on the Pi counts as a failure).
 #
-# Usage: scripts/check_aarch64.sh [--isolated] [--keep] [REQUIREMENTS_FILE]
-#   REQUIREMENTS_FILE  default: requirements.txt; the Pi-only extras of scripts/setup_pi.sh are
-#                      checked with it
+# Usage: scripts/check_aarch64.sh [--isolated] [--keep] [REQUIREMENTS_FILE...]
+#   REQUIREMENTS_FILE  default: requirements.txt and requirements-mediapipe.txt (the runtime and the
+#                      extra that setup_pi.sh --with-mediapipe adds), resolved together, their -r
+#                      includes followed; the Pi-only extras of scripts/setup_pi.sh are checked with them
 #   --isolated         ignore pip config files and PIP_* variables (ask PyPI only)
 #   --keep             keep the downloaded wheels (the folder is printed)
 # Exit status: 0 when every requirement resolves for every Python version, 1 otherwise, 2 on bad use.
@@ -22,18 +23,19 @@ PLATFORMS=(manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_24_aarch64 m
 
 isolated=()
 keep=0
-reqs="$ROOT/requirements.txt"
+reqs=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --isolated) isolated=(--isolated) ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
-    *) reqs="$1" ;;
+    *) reqs+=("$1") ;;
   esac
   shift
 done
-[ -f "$reqs" ] || { echo "error: no requirements file $reqs" >&2; exit 2; }
+if [ ${#reqs[@]} -eq 0 ]; then reqs=("$ROOT/requirements.txt" "$ROOT/requirements-mediapipe.txt"); fi
+for f in "${reqs[@]}"; do [ -f "$f" ] || { echo "error: no requirements file $f" >&2; exit 2; }; done
 
 if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"; else PYTHON="${PYTHON:-python3}"; fi
 "$PYTHON" -m pip --version >/dev/null 2>&1 || { echo "error: $PYTHON has no pip" >&2; exit 2; }
@@ -41,8 +43,20 @@ if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="${PYTHON:-$ROOT/.venv/bin/pytho
 work="$(mktemp -d "${TMPDIR:-/tmp}/check_aarch64.XXXXXX")"
 if [ "$keep" -eq 0 ]; then trap 'rm -rf "$work"' EXIT; fi
 
-# The requirements: the file's lines (comments and options dropped) plus the Pi-only extras.
-mapfile -t specs < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$reqs" | grep -v -e '^[[:space:]]*$' -e '^-')
+# The requirements: the files' lines (comments and other options dropped, -r includes followed, each
+# once) plus the Pi-only extras.
+read_specs() {  # $1 = requirements file
+  local line dir
+  dir="$(dirname "$1")"
+  while IFS= read -r line; do
+    case "$line" in
+      -r*|--requirement*) read_specs "$dir/$(sed -E 's/^(-r|--requirement)[[:space:]=]*//' <<<"$line")" ;;
+      -*) ;;
+      *) printf '%s\n' "$line" ;;
+    esac
+  done < <(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$1" | grep -v '^$')
+}
+mapfile -t specs < <(for f in "${reqs[@]}"; do read_specs "$f"; done | awk '!seen[$0]++')
 mapfile -t extras < <(bash "$HERE/setup_pi.sh" --print-pip-extras)
 all_specs=("${specs[@]}" "${extras[@]}")
 echo "checking ${#all_specs[@]} requirements (${all_specs[*]}) for Linux aarch64, CPython ${PY_VERSIONS[*]}"

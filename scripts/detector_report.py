@@ -2,7 +2,7 @@
 """Measure the two face detector backends against each other: parity and speed.
 
 Both backends run both bundled BlazeFace models on every frame of the demo clip and on a few
-still images of other shapes (the Grace Hopper sample photo from matplotlib, on a wide canvas,
+still images of other shapes (the Grace Hopper sample photo of realtime/sample/, on a wide canvas,
 a demo frame upscaled 2x, a portrait crop). Faces are matched by IoU; the report gives face
 counts, IoU and score differences, and milliseconds per frame for each backend (median of 3
 passes over the clip, after one warm-up pass).
@@ -42,9 +42,9 @@ log = logging.getLogger("detector_report")
 
 
 def still_images(frames: list[np.ndarray]) -> list[np.ndarray]:
-    from matplotlib import cbook
+    from realtime.sources import sample_face
 
-    photo = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), cv2.IMREAD_COLOR)
+    photo = sample_face()
     wide = np.full((480, 960, 3), 200, np.uint8)
     small = cv2.resize(photo, None, fx=0.4, fy=0.4)
     wide[100:100 + small.shape[0], 600:600 + small.shape[1]] = small

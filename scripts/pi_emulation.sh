@@ -6,13 +6,16 @@
 #   2. binfmt_misc mounted, the qemu-aarch64 handler registered (flag F), `arch-test arm64`
 #   3. the reference: the demo clip through python -m realtime on this machine (x86)
 #   4. an arm64 bookworm root file system (mmdebstrap), built once and reused from the cache
-#   5. the aarch64 wheels of requirements.txt, downloaded natively into a wheelhouse in the cache
+#   5. the aarch64 wheels of requirements.txt (requirements-mediapipe.txt with the [mediapipe] extra),
+#      downloaded natively into a wheelhouse in the cache
 #   6. the project copied into it (git ls-files + models), /proc, /sys, /dev mounted, and a
 #      synthetic /proc/cpuinfo of the chosen core bound over /proc/cpuinfo
-#   7. scripts/setup_pi.sh inside (apt step, fresh venv, pinned wheels, self-check)
+#   7. scripts/setup_pi.sh inside (apt step, fresh venv, pinned wheels, self-check; --with-mediapipe
+#      when the [mediapipe] extra is on)
 #   8. the demo clip with --detector-backend auto; the demo with --serve on loopback, one frame and one
-#      event fetched inside; then the mediapipe backend: it must refuse with
-#      one error line on the cortex-a72 (no atomics) and match the x86 run on the cortex-a76
+#      event fetched inside; then the mediapipe backend: with the extra on the cortex-a76 it must match
+#      the x86 run; without it (the lean runtime, and always on the cortex-a72, where setup_pi.sh
+#      does not install it: no atomics) it must refuse with one error line naming the extra
 #   9. checks: every frame written, valid JSONL, labels agree with the x86 run on >= 95 % of faces
 #
 # Every arm64 process runs with QEMU_CPU set to the chosen core, never QEMU's default `max`.
@@ -26,6 +29,8 @@
 #   --mirror URL        Debian mirror (default $FACE_GENDER_PI_MIRROR or http://deb.debian.org/debian)
 #   --host-python PY    Python of the x86 reference run (default .venv/bin/python of the repo)
 #   --min-agreement F   share of faces whose labels must agree with the x86 run (default 0.95)
+#   --mediapipe yes|no  install the [mediapipe] extra (setup_pi.sh --with-mediapipe); default: yes on
+#                       the cortex-a76, no on the cortex-a72 (the lean runtime)
 #   --skip-setup-apt    run setup_pi.sh with --skip-apt (the rootfs has its packages except picamera2)
 #   --rebuild-rootfs    build the root file system again even when the cached one is complete
 #   --skip-unsupported  when this host cannot emulate arm64 (not root, tools not installable,
@@ -57,10 +62,11 @@ mirror="${FACE_GENDER_PI_MIRROR:-http://deb.debian.org/debian}"
 host_python=""
 min_agreement=0.95
 skip_setup_apt=0
+with_mediapipe=""
 rebuild=0
 skip_unsupported=0
 
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
 say() { printf '%s\n' "$*" >&2; }
 step_title() { printf '\n== pi_emulation %s: %s\n' "$cpu" "$*" >&2; }
 reported=0   # set once an error or warning line has been printed
@@ -90,6 +96,8 @@ while [ $# -gt 0 ]; do
     --host-python=*) host_python="${1#--host-python=}" ;;
     --min-agreement) [ $# -ge 2 ] || bad_use "--min-agreement needs a number"; min_agreement="$2"; shift ;;
     --min-agreement=*) min_agreement="${1#--min-agreement=}" ;;
+    --mediapipe) [ $# -ge 2 ] || bad_use "--mediapipe needs yes or no"; with_mediapipe="$2"; shift ;;
+    --mediapipe=*) with_mediapipe="${1#--mediapipe=}" ;;
     --skip-setup-apt) skip_setup_apt=1 ;;
     --rebuild-rootfs) rebuild=1 ;;
     --skip-unsupported) skip_unsupported=1 ;;
@@ -105,6 +113,16 @@ case "$cpu" in
   "") bad_use "--cpu is required: cortex-a72 (Pi 4) or cortex-a76 (Pi 5)" ;;
   *) bad_use "--cpu must be cortex-a72 or cortex-a76, not $cpu (QEMU's default max CPU breaks XNNPACK)" ;;
 esac
+case "${with_mediapipe:-default}" in
+  yes|no) ;;
+  default) with_mediapipe=no; if [ "$cpu" = cortex-a76 ]; then with_mediapipe=yes; fi ;;
+  *) bad_use "--mediapipe must be yes or no, not $with_mediapipe" ;;
+esac
+# MediaPipe runs only where it is installed and the CPU has the atomics (setup_pi.sh skips it otherwise).
+mp_expect=refusal
+if [ "$with_mediapipe" = yes ] && [ "$cpu" = cortex-a76 ]; then mp_expect=run; fi
+reqs_file=requirements.txt
+if [ "$with_mediapipe" = yes ]; then reqs_file=requirements-mediapipe.txt; fi
 [[ "$min_agreement" =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || bad_use "--min-agreement must be between 0 and 1"
 case "$cache" in /*) ;; *) cache="$PWD/$cache" ;; esac
 if [ -n "$json_out" ]; then case "$json_out" in /*) ;; *) json_out="$PWD/$json_out" ;; esac; fi
@@ -324,7 +342,7 @@ reference() {  # $1 = backend
   sed 's/^/   /' "$host_out/x86_$1.log" >&2
 }
 reference auto
-if [ "$cpu" = cortex-a76 ]; then reference mediapipe; fi
+if [ "$mp_expect" = run ]; then reference mediapipe; fi
 end
 
 # --- 4. the root file system ------------------------------------------------------------------
@@ -360,7 +378,7 @@ end
 # of requirements.txt and the Pi extras are downloaded here, natively, into a wheelhouse in the
 # cache, and pip in the chroot installs from it alone (PIP_NO_INDEX); the other core reuses it.
 # Online resolution for aarch64 is what scripts/check_aarch64.sh checks.
-begin "5/9 aarch64 wheels for requirements.txt ($wheels)" wheels
+begin "5/9 aarch64 wheels for $reqs_file ($wheels)" wheels
 rootfs_pyver="$(basename "$(readlink -f "$rootfs/usr/bin/python3")")"
 rootfs_pyver="${rootfs_pyver#python}"
 mapfile -t pip_extras < <(bash scripts/setup_pi.sh --print-pip-extras)
@@ -373,7 +391,7 @@ if [ -f "$host_ca" ]; then cert_args=(--cert "$host_ca"); fi
 pip_source="index"
 if env -u QEMU_CPU "$host_python" -m pip --isolated download --disable-pip-version-check --only-binary=:all: \
     "${platform_args[@]}" --python-version "$rootfs_pyver" --implementation cp --abi "cp${rootfs_pyver/./}" \
-    "${cert_args[@]}" -d "$wheels" -r requirements.txt "${pip_extras[@]}" pip >"$host_out/wheels.log" 2>&1; then
+    "${cert_args[@]}" -d "$wheels" -r "$reqs_file" "${pip_extras[@]}" pip >"$host_out/wheels.log" 2>&1; then
   # Keep only this download set (older pins would otherwise pile up).
   mapfile -t wanted < <(sed -n -E 's/^ *(Saved|File was already downloaded) (.*)$/\2/p' "$host_out/wheels.log" | xargs -r -n 1 basename)
   for whl in "$wheels"/*; do
@@ -435,6 +453,7 @@ end
 # --- 7. setup_pi.sh ---------------------------------------------------------------------------
 setup_args=()
 if [ "$skip_setup_apt" -eq 1 ]; then setup_args+=(--skip-apt); fi
+if [ "$with_mediapipe" = yes ]; then setup_args+=(--with-mediapipe); fi
 begin "7/9 scripts/setup_pi.sh ${setup_args[*]} (QEMU_CPU=$cpu)" setup
 setup_rc=0
 run_logged "$host_out/setup.log" timeout --kill-after=30 "$SETUP_TIMEOUT_S" env -i "${chroot_env[@]}" \
@@ -520,8 +539,8 @@ sed 's/^/   | /' "$host_out/serve.log" >&2
 sed 's/^/   serve: /' "$host_out/serve.json" >&2
 end
 
-if [ "$cpu" = cortex-a72 ]; then
-  begin "8/9 --detector-backend mediapipe must refuse (no atomics)" mediapipe
+if [ "$mp_expect" = refusal ]; then
+  begin "8/9 --detector-backend mediapipe must refuse (not installed: --mediapipe $with_mediapipe)" mediapipe
   mp_rc=0
   demo mediapipe --max-frames 1 || mp_rc=$?
 else
@@ -546,7 +565,7 @@ for i in range(0, len(data) - 15, 16):
     aux[key] = value
 hwcap, hwcap2 = aux.get(16, 0), aux.get(26, 0)
 packages = {}
-for name in ("mediapipe", "ai-edge-litert", "opencv-contrib-python", "numpy"):
+for name in ("mediapipe", "ai-edge-litert", "opencv-contrib-python", "numpy", "matplotlib"):
     try:
         packages[name] = md.version(name)
     except md.PackageNotFoundError:
@@ -562,7 +581,8 @@ unmount_all
 begin "9/9 checks against the x86 run" check
 summary="$host_out/summary.json"
 check_rc=0
-"$host_python" - "$summary" "$min_agreement" "$DEMO_CLIP" "$host_out" "$cpu" "$mp_rc" <<'PY' || check_rc=$?
+"$host_python" - "$summary" "$min_agreement" "$DEMO_CLIP" "$host_out" "$cpu" "$mp_rc" "$mp_expect" \
+  "$with_mediapipe" <<'PY' || check_rc=$?
 import json
 import re
 import sys
@@ -570,7 +590,7 @@ from pathlib import Path
 
 import cv2
 
-summary_path, min_agreement, clip, out, cpu, mp_rc = sys.argv[1:7]
+summary_path, min_agreement, clip, out, cpu, mp_rc, mp_expect, with_mediapipe = sys.argv[1:9]
 min_agreement, out, mp_rc = float(min_agreement), Path(out), int(mp_rc)
 P_TOLERANCE = 0.05
 errors = []
@@ -696,18 +716,28 @@ def run_result(backend, reference, borderline_ok=False):
 input_frames = count_frames(clip)
 if not input_frames:
     errors.append(f"cannot read {clip}")
+versions = json.loads((out / "versions.json").read_text())
+mp_installed = bool(versions.get("packages", {}).get("mediapipe"))
 auto = run_result("auto", "auto")
 if auto["backend"] != "litert":
     errors.append(f"auto: expected the LiteRT backend, the log says {auto['backend']}")
-if cpu == "cortex-a72" and "atomics" not in auto.get("backend_reason", ""):
-    errors.append("auto: the log does not say that LiteRT was chosen because of the missing atomics")
+# Why auto took LiteRT where MediaPipe cannot start: it is not installed, or (installed) no atomics.
+reason = "not installed" if not mp_installed else "atomics" if cpu == "cortex-a72" else None
+if reason and reason not in auto.get("backend_reason", ""):
+    errors.append(f"auto: the log does not say that LiteRT was chosen because of {reason!r} "
+                  f"(it says {auto.get('backend_reason')!r})")
+if mp_installed != (mp_expect == "run"):
+    errors.append(f"mediapipe is {'' if mp_installed else 'not '}installed in the rootfs (--mediapipe "
+                  f"{with_mediapipe} on the {cpu})")
 mp_log = (out / "demo_mediapipe.log").read_text(errors="replace") if (out / "demo_mediapipe.log").is_file() else ""
-if cpu == "cortex-a72":
+if mp_expect == "refusal":
     error_lines = [line for line in mp_log.splitlines() if line.startswith("error:")]
-    mediapipe = {"expected": "refusal", "exit_status": mp_rc, "error_lines": error_lines}
-    if mp_rc != 2 or len(error_lines) != 1 or "atomics" not in error_lines[0] or "Traceback" in mp_log:
-        errors.append(f"--detector-backend mediapipe on the cortex-a72: expected exit status 2 and one "
-                      f"'error:' line about atomics, got exit status {mp_rc} and {mp_log.strip()[-300:]!r}")
+    needle = "atomics" if mp_installed else "face-gender-realtime[mediapipe]"
+    mediapipe = {"expected": "refusal", "reason": "atomics" if mp_installed else "not installed",
+                 "exit_status": mp_rc, "error_lines": error_lines}
+    if mp_rc != 2 or len(error_lines) != 1 or needle not in error_lines[0] or "Traceback" in mp_log:
+        errors.append(f"--detector-backend mediapipe on the {cpu}: expected exit status 2 and one "
+                      f"'error:' line naming {needle}, got exit status {mp_rc} and {mp_log.strip()[-300:]!r}")
 else:
     mediapipe = {"expected": "run", "exit_status": mp_rc}
     if mp_rc != 0:
@@ -722,12 +752,12 @@ except (OSError, ValueError):
     serve = {"ok": False, "error": "no result"}
 if not serve.get("ok") or serve.get("exit_status_after_ctrl_c") != 130:
     errors.append(f"--serve: expected a JPEG frame, a JSON event and exit status 130 after Ctrl-C, got {serve}")
-versions = json.loads((out / "versions.json").read_text())
 expect_atomics = cpu != "cortex-a72"
 if versions.get("hwcap_atomics") != expect_atomics or versions.get("hwcap2_sme"):
     errors.append(f"the emulated CPU is not a {cpu} (HWCAP atomics={versions.get('hwcap_atomics')}, "
                   f"SME={versions.get('hwcap2_sme')}): is QEMU_CPU ignored?")
-summary = {"cpu": cpu, "input_frames": input_frames, "auto": auto, "mediapipe_backend": mediapipe,
+summary = {"cpu": cpu, "mediapipe_extra": with_mediapipe == "yes", "input_frames": input_frames, "auto": auto,
+           "mediapipe_backend": mediapipe,
            "serve": serve, "arm64": versions, "ok": not errors, "errors": errors}
 Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
 for e in errors:
@@ -761,7 +791,8 @@ s.update({
     "pip_source": pip_source,
     "host": {"qemu": qemu, "kernel": kernel, "machine": machine, "commit": commit},
 })
-order = ["cpu", "board", "qemu_cpu", "ok", "errors", "seconds", "input_frames", "auto", "mediapipe_backend",
+order = ["cpu", "board", "qemu_cpu", "mediapipe_extra", "ok", "errors", "seconds", "input_frames", "auto",
+         "mediapipe_backend",
          "serve", "arm64", "rootfs", "setup_pi_args", "pip_source", "host"]
 print(json.dumps({k: s[k] for k in order if k in s}, indent=2))
 PY

@@ -223,7 +223,9 @@ def pi_emulation() -> str:
     def mediapipe(r: dict) -> tuple[str, str]:
         m = r["mediapipe_backend"]
         if m.get("expected") == "refusal":
-            return f"refused: exit status {m['exit_status']}, one `error:` line about atomics", "-"
+            why = ("naming the `[mediapipe]` extra (not installed: the lean runtime)"
+                   if m.get("reason") == "not installed" else "about atomics")
+            return f"refused: exit status {m['exit_status']}, one `error:` line {why}", "-"
         strict = f"{m['same_label']} / {m['faces_compared']} = {m['agreement']:.1%} strictly"
         return (f"ran: {m['frames_written']} frames, {m['faces']} faces (mean IoU {m['mean_iou']:.3f})",
                 f"{strict}; {m['agreement_with_borderline']:.1%} with the {m['borderline_label']} borderline faces")
@@ -242,7 +244,16 @@ def pi_emulation() -> str:
 
     a72, a76 = runs
     env = a72["arm64"]
-    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+
+    def package(name: str) -> str:
+        v72, v76 = (r["arm64"]["packages"].get(name) for r in runs)
+        if v72 == v76:
+            return f"{name} {v72}" if v72 else f"no {name}"
+        only = "Cortex-A76" if v76 else "Cortex-A72"
+        return f"{name} {v72 or v76} (the {only} run only)"
+
+    names = dict.fromkeys([*a72["arm64"]["packages"], *a76["arm64"]["packages"]])
+    packages = ", ".join(package(name) for name in names)
     built = " and ".join(f"the {r['qemu_cpu']} run {'built' if r['rootfs']['built_this_run'] else 'reused'} it"
                          for r in runs)
     intro = [f"Host: {a72['host']['qemu']} on {a72['host']['machine']}, kernel {a72['host']['kernel']}; guest: "
@@ -415,6 +426,48 @@ def setup() -> str:
             f"{r['venv_mb'] / 1024:.1f} GB.\n")
 
 
+INSTALL_LABELS = {"runtime": "runtime (`requirements.txt`: what `pip install .` brings)", "mediapipe": "`[mediapipe]`",
+                  "web": "`[web]`", "train": "`[train]`", "batch": "`[batch]`",
+                  "all": "every extra (`make test`'s set)"}
+
+
+def installs() -> str:
+    """Fresh-venv installs before and after the lean runtime (scripts/measure_setup.py installs)."""
+    r = load("installs.json")
+
+    def cell(e: dict[str, Any] | None) -> str:
+        if not e:
+            return "–"
+        return f"{e['venv_mb']:.0f} MB, {e['install_s']:.0f} s ({e['packages']} packages)"
+
+    def opencv(e: dict[str, Any] | None) -> str:
+        return "–" if not e else ", ".join(f"`{k}` {v}" for k, v in e["opencv_wheels"].items()) or "none"
+
+    after = next(e["after"] for e in r["targets"].values() if e.get("after"))
+    load_before = ", ".join(f"{v:.1f}" for v in r["load_average_before"])
+    lines = [f"`{r['command']}` on {machine(r)}, Python {r['python']}, pip {after['pip']}: each install a fresh "
+             f"venv and `pip install --no-cache-dir -r FILE...` (pip upgraded first, not timed), so every wheel is "
+             f"downloaded again, through this machine's pip configuration and network: the times say little "
+             f"about another machine's, and other jobs shared the cores (load average {load_before} before). "
+             f"Size: the whole venv, pip included. Before: the requirement files of `{r['before_ref']}` "
+             f"({r['before_commit']}); after: {r['after_commit']}.", "",
+             "| install | before | after | OpenCV wheels in the venv |", "|---|---|---|---|"]
+    for name, e in r["targets"].items():
+        wheels = [opencv(e.get(side)) for side in ("before", "after") if e.get(side)]
+        shown = wheels[0] if len(set(wheels)) == 1 else " before, ".join(wheels) + " after"
+        lines.append(f"| {INSTALL_LABELS.get(name, name)} | {cell(e.get('before'))} | {cell(e.get('after'))} | "
+                     f"{shown} |")
+    lines += ["", "OpenCV wheels (one download each, unpacked size = what lands in the venv; aarch64 = Linux "
+              "manylinux, the Pi):", "", "| wheel | this machine | aarch64 |", "|---|---|---|"]
+
+    def size(w: dict[str, Any] | None) -> str:
+        return "–" if not w else f"{w['unpacked_mb']:.0f} MB ({w['wheel_mb']:.0f} MB wheel)"
+
+    for row in r["opencv_candidates"]:
+        lines.append(f"| `{row['wheel']}` | {size(row.get('host'))} | {size(row.get('aarch64'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def web_portraits() -> str:
     """Models on labelled portraits that are not UTKFace, through the product path (scripts/score_folder.py)."""
     r = load("web_portraits.json")
@@ -434,6 +487,7 @@ def web_portraits() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     "web-portraits": web_portraits,
     "setup": setup,
+    "installs": installs,
     "serve-fps": serve_fps,
     "serve-soak": serve_soak,
     "teachers": teachers,

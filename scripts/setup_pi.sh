@@ -5,7 +5,8 @@
 #   1. apt packages: python3-venv, python3-picamera2 (the Pi camera), and the GL/EGL/X libraries
 #      that the OpenCV and MediaPipe wheels load
 #   2. a virtual environment made with --system-site-packages, so apt's picamera2 is importable
-#   3. the pinned runtime requirements (requirements.txt, binary wheels only) plus the Pi extras
+#   3. the pinned runtime requirements (requirements.txt, binary wheels only) plus the Pi extras;
+#      with --with-mediapipe also the [mediapipe] extra (requirements-mediapipe.txt), on a Pi 5 only
 #   4. a self-check: the pipeline on the demo clip, without a window; prints OK or what failed
 #
 # Usage: scripts/setup_pi.sh [options]
@@ -14,6 +15,8 @@
 #   --venv DIR         where to make the venv (default: .venv in the repository)
 #   --skip-apt         do not install system packages (no sudo needed)
 #   --skip-check       do not run the self-check
+#   --with-mediapipe   also install MediaPipe (--detector-backend mediapipe; not needed by default).
+#                      Skipped with a warning on a CPU without ARMv8.1 atomics (Pi 4): it cannot run there
 #   --print-pip-extras print the Pi-only pip requirements and exit (used by check_aarch64.sh)
 #   -h, --help         this help
 set -euo pipefail
@@ -32,6 +35,8 @@ force=0
 skip_apt=0
 skip_check=0
 venv="$ROOT/.venv"
+
+with_mediapipe=0
 
 usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "error: $*" >&2; exit 2; }
@@ -55,6 +60,7 @@ while [ $# -gt 0 ]; do
     --force) force=1 ;;
     --skip-apt) skip_apt=1 ;;
     --skip-check) skip_check=1 ;;
+    --with-mediapipe) with_mediapipe=1 ;;
     --venv) [ $# -ge 2 ] || die "--venv needs a folder"; venv="$2"; shift ;;
     --venv=*) venv="${1#--venv=}" ;;
     --print-pip-extras) printf '%s\n' "${PIP_EXTRAS[@]}"; exit 0 ;;
@@ -80,7 +86,7 @@ if [ "$os" != "Linux" ] || [ "$arch" != "aarch64" ]; then
     warn "this is $os/$arch, not 64-bit Arm Linux (aarch64); continuing because of $reason"
   else
     echo "error: this script is for 64-bit Raspberry Pi OS (Linux aarch64), but this is $os/$arch." >&2
-    echo "       32-bit Raspberry Pi OS (armv7l) is not supported: MediaPipe and LiteRT ship no wheels for it." >&2
+    echo "       32-bit Raspberry Pi OS (armv7l) is not supported: LiteRT ships no wheels for it." >&2
     echo "       Run with --force to try anyway, or --dry-run to see the steps." >&2
     exit 2
   fi
@@ -89,6 +95,7 @@ if [ -n "$codename" ] && [ "$codename" != "bookworm" ]; then
   warn "tested for Raspberry Pi OS bookworm, this is $codename; package names may differ"
 fi
 [ -f requirements.txt ] || die "requirements.txt not found in $ROOT"
+[ "$with_mediapipe" -eq 0 ] || [ -f requirements-mediapipe.txt ] || die "requirements-mediapipe.txt not found in $ROOT"
 
 # --- 1. apt ---------------------------------------------------------------------------------
 step "1/4 system packages"
@@ -146,10 +153,21 @@ fi
 vpy="$venv/bin/python"
 
 # --- 3. pip ---------------------------------------------------------------------------------
-step "3/4 Python packages (requirements.txt, pinned; binary wheels only)"
+reqs=requirements.txt
+if [ "$with_mediapipe" -eq 1 ]; then
+  # MediaPipe's aarch64 wheel is built for ARMv8.1 atomics: on a CPU without them (Pi 4) it dies
+  # with SIGILL, so it is not installed there (the LiteRT detector is the default everywhere).
+  features="$(sed -n 's/^Features[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -n 1)"
+  if [ "$arch" = aarch64 ] && [ -n "$features" ] && [[ " $features " != *" atomics "* ]]; then
+    warn "--with-mediapipe: this CPU lacks the ARMv8.1 atomics MediaPipe's wheel needs (a Pi 4?): not installing it"
+  else
+    reqs=requirements-mediapipe.txt
+  fi
+fi
+step "3/4 Python packages ($reqs, pinned; binary wheels only)"
 run "$vpy" -m pip install --disable-pip-version-check --upgrade pip
 # --only-binary: a missing aarch64 wheel fails here in seconds instead of compiling for an hour.
-run "$vpy" -m pip install --disable-pip-version-check --only-binary=:all: -r requirements.txt "${PIP_EXTRAS[@]}"
+run "$vpy" -m pip install --disable-pip-version-check --only-binary=:all: -r "$reqs" "${PIP_EXTRAS[@]}"
 if [ "$dry_run" -eq 0 ]; then
   "$vpy" -m pip check || warn "pip check reports conflicts (see above)"
 fi

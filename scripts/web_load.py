@@ -63,11 +63,11 @@ HOST = "127.0.0.1"  # loopback only
 
 # --- test data ------------------------------------------------------------------------------------
 def face_photo() -> np.ndarray:
-    from matplotlib import cbook
+    from realtime.paths import SAMPLE_FACE
 
-    image = cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(SAMPLE_FACE), cv2.IMREAD_COLOR)
     if image is None:
-        raise SystemExit("error: matplotlib's sample photo grace_hopper.jpg is missing")
+        raise SystemExit(f"error: the sample photo {SAMPLE_FACE} is missing")
     return image
 
 

@@ -1,9 +1,10 @@
 """Test data the tests make themselves: face images, tiny labelled datasets, a tiny model.
 
-The only real face is matplotlib's sample photo of Grace Hopper (600 x 512, the short-range
-BlazeFace detector finds it). Datasets are variants of it with synthetic labels: "female" images
-are in colour, "male" images are grayscale. That is no statement about people; it gives the
-pipeline a signal that a tiny model can learn exactly, so metrics have known answers.
+The only real face is the package's sample photo of Grace Hopper (realtime/sample/, the copy that
+matplotlib ships; 600 x 512, the short-range BlazeFace detector finds it). Datasets are variants of
+it with synthetic labels: "female" images are in colour, "male" images are grayscale. That is no
+statement about people; it gives the pipeline a signal that a tiny model can learn exactly, so
+metrics have known answers.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ VARIANTS = ((0.3, False), (0.45, True), (0.6, False), (0.75, True), (0.4, False)
 
 def face_photo() -> np.ndarray:
     """The Grace Hopper sample photo as BGR uint8."""
-    from matplotlib import cbook
+    from realtime.paths import SAMPLE_FACE
 
-    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(SAMPLE_FACE), cv2.IMREAD_COLOR)
     if image is None:
-        raise FileNotFoundError(path)
+        raise FileNotFoundError(SAMPLE_FACE)
     return image
 
 

@@ -45,11 +45,13 @@ def run_batch(*args: str, env: dict[str, str] | None = None, timeout: float = 30
                           env=env)
 
 
-def no_ray_env(tmp: Path) -> dict[str, str]:
-    """An environment where ``import ray`` fails, as on a machine without requirements-batch.txt."""
+def no_ray_env(tmp: Path, *modules: str) -> dict[str, str]:
+    """An environment where ``import ray`` (or each of ``modules``) fails, as on a machine without
+    requirements-batch.txt."""
     shim = tmp / "no_ray"
-    (shim / "ray").mkdir(parents=True, exist_ok=True)
-    (shim / "ray" / "__init__.py").write_text("raise ImportError(\"No module named 'ray' (test shim)\")\n")
+    for name in modules or ("ray",):
+        (shim / name).mkdir(parents=True, exist_ok=True)
+        (shim / name / "__init__.py").write_text(f"raise ImportError(\"No module named '{name}' (test shim)\")\n")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(REPO_ROOT)])}
 
 
@@ -265,6 +267,22 @@ def test_list_file_and_glob(inputs: Path, tmp_path: Path) -> None:
                      "--max-frames", "2", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     assert [v["video"] for v in json.loads((out / "summary.json").read_text())["videos"]] == ["a.mp4", "cam2/b.mp4"]
+
+
+def test_report_without_matplotlib_has_tables_and_says_why(inputs: Path, tmp_path: Path) -> None:
+    """The runtime alone (no [batch] extra, so no matplotlib): the batch runs, warns once before the
+    work, and report.html has its tables and no plots."""
+    out = tmp_path / "o"
+    proc = run_batch("--input", str(inputs / "a.mp4"), "--output", str(out), "--no-video", "--max-frames", "3",
+                     "--workers", "1", env=no_ray_env(tmp_path, "ray", "matplotlib"))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "pip install 'face-gender-realtime[batch]'" in warnings[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    html = (out / "report.html").read_text()
+    assert "No plots: matplotlib is not installed" in html and "<img class=\"plot\"" not in html
+    assert 'src="a/thumbnail.jpg"' in html
+    assert not list((out / "report_files").glob("*.png"))
 
 
 def test_missing_ray_names_the_requirements_file(inputs: Path, tmp_path: Path) -> None:

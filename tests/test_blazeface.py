@@ -197,7 +197,7 @@ def test_absent_mediapipe(monkeypatch: pytest.MonkeyPatch) -> None:
                         lambda name, *a: None if name == "mediapipe" else real(name, *a))
     assert fd.mediapipe_support() == (False, "mediapipe is not installed")
     assert fd.resolve_backend("auto") == "litert"
-    with pytest.raises(UserError, match="mediapipe is not installed"):
+    with pytest.raises(UserError, match=r"not installed: pip install 'face-gender-realtime\[mediapipe\]'"):
         fd.resolve_backend("mediapipe")
     with pytest.raises(UserError, match="unknown detector backend"):
         fd.resolve_backend("gpu")
@@ -218,3 +218,19 @@ def test_cli_forced_backend_error(monkeypatch: pytest.MonkeyPatch, capsys: pytes
     assert rc == 2
     assert err == ["error: --detector-backend mediapipe cannot run here: this Arm CPU lacks atomics; "
                    "use --detector-backend litert"]
+
+
+def test_cli_backend_without_mediapipe_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The lean runtime has no MediaPipe: forcing its backend is one error line naming the extra."""
+    from realtime.__main__ import main
+
+    real = fd.importlib.util.find_spec
+    monkeypatch.setattr(fd.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mediapipe" else real(name, *a))
+    rc = main(["--source", "synthetic:faces=1,frames=2", "--no-display", "--no-progress",
+               "--detector-backend", "mediapipe"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("error: --detector-backend mediapipe needs MediaPipe, which is not installed: ")
+    assert "pip install 'face-gender-realtime[mediapipe]'" in err[0] and "Traceback" not in err[0]

@@ -27,10 +27,10 @@ META = {"input_size": 32, "colour_order": "BGR", "crop_margin": 0.1,
 # -- fixtures -----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
-    """A real photo with one face the short-range detector finds (ships with matplotlib)."""
-    from matplotlib import cbook
+    """A real photo with one face the short-range detector finds (ships with the package)."""
+    from realtime.paths import SAMPLE_FACE
 
-    image = cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    image = cv2.imread(str(SAMPLE_FACE))
     assert image is not None
     return image
 

@@ -1,8 +1,11 @@
-"""The project installs as a package: pins agree with the requirements files, the wheel carries
-the models, and the console commands work from any folder."""
+"""The project installs as a package: pins agree with the requirements files, no combination of
+extras can hold two OpenCV wheels, the wheel carries the models, and the console commands work from
+any folder."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import itertools
 import os
 import re
 import shutil
@@ -16,9 +19,16 @@ import pytest
 from fixtures import REPO_ROOT
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-EXTRA_FILES = {"train": "requirements-train.txt", "web": "requirements-web.txt",
-               "dev": "requirements-dev.txt", "batch": "requirements-batch.txt",
+EXTRA_FILES = {"mediapipe": "requirements-mediapipe.txt", "train": "requirements-train.txt",
+               "web": "requirements-web.txt", "dev": "requirements-dev.txt", "batch": "requirements-batch.txt",
                "teach": "requirements-teach.txt"}
+# The wheels that all install the same cv2 package: two of them in one environment overwrite each
+# other's files, and removing either breaks cv2.
+OPENCV_WHEELS = frozenset({"opencv-python", "opencv-contrib-python", "opencv-python-headless",
+                           "opencv-contrib-python-headless"})
+# Pinned packages known to require an OpenCV wheel themselves (their metadata), for environments
+# where they are not installed; where they are, their installed metadata is read as well.
+REQUIRES_OPENCV = {"mediapipe": "opencv-contrib-python"}
 
 
 def pins(path: Path) -> set[str]:
@@ -33,6 +43,38 @@ def pins(path: Path) -> set[str]:
 
 def normalised(reqs: list[str]) -> set[str]:
     return {re.sub(r"\s+", "", r).lower() for r in reqs}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def names(path: Path) -> set[str]:
+    return {canonical(re.split(r"[<>=!~;\[ ]", pin, maxsplit=1)[0]) for pin in pins(path)}
+
+
+def installed_closure(roots: set[str]) -> set[str]:
+    """``roots`` and every distribution they require, as far as the requirements are installed here
+    (extras-only and other-platform requirements left out)."""
+    from packaging.requirements import Requirement
+
+    seen, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in REQUIRES_OPENCV:
+            todo.append(REQUIRES_OPENCV[name])
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonical(req.name))
+    return seen
 
 
 def test_dependencies_match_requirements_txt() -> None:
@@ -56,6 +98,40 @@ def test_every_pin_is_exact() -> None:
         if path.is_file():
             for req in pins(path):
                 assert "==" in req, f"{name}: {req} is not pinned"
+
+
+def test_no_combination_of_extras_holds_two_opencv_wheels() -> None:
+    """The runtime and any set of extras (pip install '.[a,b]', or the -r files together, as
+    `make test` installs them) resolve to exactly one OpenCV wheel, counting the ones that pinned
+    packages pull in (mediapipe requires opencv-contrib-python)."""
+    base = installed_closure(names(REPO_ROOT / "requirements.txt"))
+    extras = {extra: installed_closure(names(REPO_ROOT / name)) for extra, name in EXTRA_FILES.items()
+              if (REPO_ROOT / name).is_file()}
+    assert "mediapipe" in extras["mediapipe"]
+    for k in range(len(extras) + 1):
+        for combo in itertools.combinations(sorted(extras), k):
+            wheels = (base.union(*(extras[e] for e in combo))) & OPENCV_WHEELS
+            assert len(wheels) == 1, f"runtime + {list(combo)}: OpenCV wheels {sorted(wheels)}"
+
+
+def test_this_environment_has_one_opencv_wheel() -> None:
+    """What the requirement files promise, in the environment that runs the tests."""
+    found = set()
+    for name in OPENCV_WHEELS:
+        try:
+            found.add(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    assert len(found) == 1, f"OpenCV wheels installed here: {sorted(found) or 'none'}"
+
+
+def test_runtime_and_web_are_lean() -> None:
+    """The runtime carries neither MediaPipe nor matplotlib (extras), and [web] no test tools."""
+    runtime = names(REPO_ROOT / "requirements.txt")
+    assert not runtime & {"mediapipe", "matplotlib", "tensorflow-cpu", "ray"}, runtime
+    assert not names(REPO_ROOT / "requirements-web.txt") & {"playwright", "httpx2", "pytest"}
+    for extra in ("batch", "train"):  # the extras that draw plots
+        assert "matplotlib" in names(REPO_ROOT / EXTRA_FILES[extra]), extra
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +159,8 @@ def test_wheel_carries_packages_models_and_commands(wheel: Path) -> None:
                    "training/train.py", "realtime/models/gender_vgg16_int8.tflite",
                    "realtime/models/gender_vgg16_int8.json", "realtime/models/face_detection_short_range.tflite",
                    "realtime/models/face_detection_full_range_sparse.tflite", "realtime/models/face_landmark.tflite",
-                   "realtime/models/MODEL_CARD.md", "training/mask_templates/masks.cfg",
+                   "realtime/models/MODEL_CARD.md", "realtime/sample/grace_hopper.jpg",
+                   "training/mask_templates/masks.cfg",
                    "training/mask_templates/LICENSE", "training/mask_templates/templates/surgical.png"):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

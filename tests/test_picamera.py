@@ -170,6 +170,18 @@ def test_setup_pi_dry_run_changes_nothing_and_shows_every_step(tmp_path: Path) -
     assert not venv.exists()
 
 
+def test_setup_pi_installs_mediapipe_only_when_asked(tmp_path: Path) -> None:
+    """The lean runtime by default; --with-mediapipe installs the extra's file (which includes it)."""
+    def pip_lines(*args: str) -> list[str]:
+        done = subprocess.run(["bash", str(SCRIPTS[0]), "--dry-run", "--venv", str(tmp_path / "v"), *args],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stdout.splitlines() if "--only-binary=:all:" in line]
+
+    assert ["-r requirements.txt" in line and "mediapipe" not in line for line in pip_lines()] == [True]
+    assert ["-r requirements-mediapipe.txt" in line for line in pip_lines("--with-mediapipe")] == [True]
+
+
 def test_setup_pi_refuses_other_machines_without_force() -> None:
     if sys.platform.startswith("linux") and os.uname().machine == "aarch64":
         pytest.skip("this is an aarch64 Linux machine")
