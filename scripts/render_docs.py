@@ -484,7 +484,22 @@ def web_portraits() -> str:
     return "\n".join(lines) + "\n"
 
 
+def fuzz() -> str:
+    """Mutated inputs through the command-line tools (scripts/fuzz_cli.py)."""
+    r = load("fuzz.json")
+    kinds = ", ".join(f"{n} {kind}" for kind, n in r["runs_by_kind"].items())
+    codes = ", ".join(f"{code}: {n}" for code, n in r["exit_codes"].items())
+    other = sum(n for outcome, n in r["outcomes"].items() if outcome not in ("ok", "traceback", "hang", "crash"))
+    return (f"`python scripts/fuzz_cli.py --runs {r['runs_by_kind'].get('clip', 0)} --batch-videos "
+            f"{r['batch_videos']}` on {machine({'cpu': r['machine']})} (seed {r['seed']}): {r['runs']} runs "
+            f"({kinds}; the batch run holds {r['batch_videos']} mutated clips) in {r['seconds']:.0f} s. "
+            f"Exit statuses {codes}. **Tracebacks {r['tracebacks']}, hangs {r['hangs']}, crashes "
+            f"{r['crashes']}**, other failures (no `error:` line, an output left after a failure, a partial "
+            f"file left) {other}.\n")
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "fuzz": fuzz,
     "web-portraits": web_portraits,
     "setup": setup,
     "installs": installs,
