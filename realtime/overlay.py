@@ -146,30 +146,49 @@ HELP_LINES = ("space  pause / resume", "s      snapshot (PNG)", "r      start / 
               "h      this help", "q/Esc  quit")
 
 
+KEY_HINT = "space pause  s snapshot  r record  h help  q quit"
+BAR_BACKGROUND = (28, 28, 28)
+
+
 def draw_status(image: np.ndarray, status: LiveStatus) -> np.ndarray:
-    """Counts panel (top-left), recording/paused badge (top-right), toast (bottom), help (centre);
-    in place, and returned."""
-    lines = []
-    first = f"{status.fps:.1f} FPS  " if status.fps is not None else ""
-    lines.append(f"{first}faces now: {status.faces_now}")
-    colours: list[tuple[int, int, int]] = [(255, 255, 255)]
-    if status.seen is not None:
-        for label in ("female", "male", "uncertain"):
-            lines.append(f"{label}: {status.seen.get(label, 0)} seen")
-            colours.append(COLOURS[label])
-    _panel(image, lines, "top-left", colours)
-    badges = []
-    if status.recording:
-        badges.append("REC")
-    if status.paused:
-        badges.append("PAUSED")
-    if badges:
-        _panel(image, ["  ".join(badges)], "top-right", [(60, 60, 255) if status.recording else (255, 255, 255)])
-    if status.toast:
-        _panel(image, [status.toast], "bottom-left")
+    """The window's image: the picture (with the key help over its centre when asked) and, below
+    it, a status bar that never covers a face: FPS, faces now and distinct tracks seen by label,
+    REC / PAUSED on the right; under them the last message (a snapshot's path) or the keys."""
     if status.show_help:
         _panel(image, ["keys", *HELP_LINES], "centre")
-    return image
+    h, w = image.shape[:2]
+    white: tuple[int, int, int] = (255, 255, 255)
+    first: list[tuple[str, tuple[int, int, int]]] = []
+    if status.fps is not None:
+        first.append((f"{status.fps:.1f} FPS", white))
+    first.append((f"faces now: {status.faces_now}", white))
+    if status.seen is not None:
+        first += [(f"{label} {status.seen.get(label, 0)}", COLOURS[label]) for label in ("female", "male", "uncertain")]
+        first[-3] = (f"seen: {first[-3][0]}", COLOURS["female"])
+    badges = " ".join(b for b, on in (("REC", status.recording), ("PAUSED", status.paused)) if on)
+    second = status.toast or KEY_HINT
+    scale, thick = text_scale(max(h, 360))
+    gap = "   "
+
+    def width(text: str, sc: float, th: int) -> int:
+        return cv2.getTextSize(text, FONT, sc, th)[0][0]
+
+    line = gap.join(t for t, _ in first) + (gap + badges if badges else "")
+    while max(width(line, scale, thick), width(second, scale, thick)) + 16 > w and scale > 0.3:
+        scale *= 0.9
+        thick = max(1, int(round(scale * 1.6)))
+    line_h = cv2.getTextSize("Ag", FONT, scale, thick)[0][1] + 10
+    bar = np.full((2 * line_h + 8, w, 3), BAR_BACKGROUND, np.uint8)
+    x = 8
+    for text, colour in first:
+        draw_text(bar, text, (x, line_h), scale, thick, colour)
+        x += width(text + gap, scale, thick)
+    if badges:
+        draw_text(bar, badges, (max(x, w - 8 - width(badges, scale, thick)), line_h), scale, thick,
+                  (60, 60, 255) if status.recording else white)
+    draw_text(bar, fit_text(second, w - 16, scale, thick), (8, 2 * line_h), scale, thick,
+              white if status.toast else (170, 170, 170))
+    return np.vstack([image, bar])
 
 
 def contact_sheet(tiles: Sequence[tuple[np.ndarray, str, str]], tile_px: int = 128, columns: int = 8,
