@@ -132,7 +132,9 @@ class FaceDetector:
         min_suppression: float = 0.3,
         backend: Backend = "auto",
         num_threads: int | None = 2,
+        drop_flat: bool = True,
     ) -> None:
+        self.drop_flat = drop_flat  # drop boxes of flat two-tone graphics (flat_graphic); off: every detection
         self.model_path = resolve_detector_model(model)
         self.mode: Mode = mode
         self.min_score = min_score
@@ -146,10 +148,12 @@ class FaceDetector:
             self._impl = _MediaPipeDetector(self.model_path, mode, min_score, min_suppression)
 
     def detect(self, frame_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:
-        """Detect faces in one BGR frame, largest first. ``timestamp_ms`` orders video frames."""
+        """Detect faces in one BGR frame, largest first. ``timestamp_ms`` orders video frames.
+        Boxes that hold a flat two-tone graphic rather than a face are dropped (:func:`flat_graphic`)."""
         if self._impl is None:
             raise RuntimeError("detector is closed")
-        return self._impl.detect(frame_bgr, timestamp_ms)
+        faces = self._impl.detect(frame_bgr, timestamp_ms)
+        return [d for d in faces if not flat_graphic(frame_bgr, d)] if self.drop_flat else faces
 
     def close(self) -> None:
         if self._impl is not None:
@@ -161,6 +165,38 @@ class FaceDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+FLAT_SHARE = 0.9  # share of a box's pixels in its two commonest tones (after contrast stretch)
+FLAT_MAX_SCORE = 0.7  # only detections below this confidence can be dropped as flat graphics
+
+
+def flat_graphic(frame_bgr: np.ndarray, det: Detection) -> bool:
+    """Whether a low-confidence detection boxes a flat two-tone graphic, not a face.
+
+    The short-range model scores some synthetic patterns as faces (Chromium's fake camera, a green
+    disc with a turning wedge: up to 0.62 in half its frames). Such a box, contrast-stretched and
+    cut into 8 grey tones, has at least 90 % of its pixels in two tones; faces (plain, masked, black
+    and white, dark, blurred) stay far below. Measured by ``scripts/flat_graphic_check.py``
+    (docs/measurements/flat_graphic.json); confident detections are never dropped."""
+    if det.score >= FLAT_MAX_SCORE:
+        return False
+    x, y, w, h = det.box
+    crop = frame_bgr[max(0, y):y + h, max(0, x):x + w]
+    if crop.size == 0:
+        return False
+    return two_tone_share(crop) >= FLAT_SHARE
+
+
+def two_tone_share(crop_bgr: np.ndarray) -> float:
+    """Share of the pixels in the two commonest of 8 grey tones, after a 2-98 % contrast stretch
+    (a 32 x 32 thumbnail: the measure of a flat graphic)."""
+    grey = cv2.cvtColor(cv2.resize(crop_bgr, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    grey = grey.astype(np.float32)
+    lo, hi = np.percentile(grey, (2, 98))
+    tones = np.clip((grey - lo) / max(float(hi - lo), 1.0) * 8, 0, 7).astype(np.int64)
+    counts = np.sort(np.bincount(tones.ravel(), minlength=8))[::-1]
+    return float(counts[:2].sum() / counts.sum())
 
 
 class _MediaPipeDetector:
@@ -233,9 +269,9 @@ class StillImageDetector:
     MERGE_IOU = 0.3
 
     def __init__(self, min_score: float = 0.5, models: tuple[str, str] = ("short", "full"),
-                 backend: Backend = "auto") -> None:
-        self.short = FaceDetector(models[0], mode="image", min_score=min_score, backend=backend)
-        self.full = FaceDetector(models[1], mode="image", min_score=min_score, backend=backend)
+                 backend: Backend = "auto", drop_flat: bool = True) -> None:
+        self.short = FaceDetector(models[0], mode="image", min_score=min_score, backend=backend, drop_flat=drop_flat)
+        self.full = FaceDetector(models[1], mode="image", min_score=min_score, backend=backend, drop_flat=drop_flat)
         self.backend = self.short.backend
 
     def detect(self, image_bgr: np.ndarray, timestamp_ms: int | None = None) -> list[Detection]:

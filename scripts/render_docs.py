@@ -498,7 +498,31 @@ def fuzz() -> str:
             f"file left) {other}.\n")
 
 
+def flat_graphic() -> str:
+    """The faceless fake camera and the flat-graphic rule (scripts/flat_graphic_check.py)."""
+    r = load("flat_graphic.json")
+    rule = r["rule"]
+    text = (f"`python scripts/flat_graphic_check.py` on {machine({'cpu': r['machine']})}; the rule drops a "
+            f"detection scored below {rule['score_below']} whose box, contrast-stretched into 8 grey tones, has "
+            f"at least {rule['two_tone_share_at_least']:.0%} of its pixels in two tones.")
+    cam = r.get("fake_camera")
+    if cam:
+        text += (f" Chromium's fake camera ({cam['frames']} frames, 50 ms apart): the short-range model found a "
+                 f"\"face\" in {cam['short']['frames_with_a_face']} frames (scores up to {cam['short']['max_score']}), "
+                 f"{cam['short']['frames_with_a_face_with_rule']} with the rule; the full-range model in "
+                 f"{cam['full']['frames_with_a_face']} (up to {cam['full']['max_score']}).")
+    real = r.get("real_faces") or {}
+    if real:
+        lost = sum(v["faces_without_rule"] - v["faces_with_rule"] for v in real.values())
+        total = sum(v["faces_without_rule"] for v in real.values())
+        sets = "; ".join(f"{k}: {v['faces_without_rule']} faces, largest two-tone share {v['max_two_tone_share']}"
+                         for k, v in real.items())
+        text += f" Real faces the rule dropped: **{lost} of {total}** ({sets})."
+    return text + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "flat-graphic": flat_graphic,
     "fuzz": fuzz,
     "web-portraits": web_portraits,
     "setup": setup,
