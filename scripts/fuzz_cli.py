@@ -73,6 +73,40 @@ def inputs(work: Path) -> tuple[bytes, bytes, bytes]:
     return clip.read_bytes(), jpeg.tobytes(), GENDER_MODEL.read_bytes()
 
 
+Job = tuple[str, Path, list[str], list[Path], tuple[int, ...]]  # kind, folder, command, outputs, exit codes
+
+
+def cli_jobs(root: Path, runs: int, rng: random.Random, clip: bytes, jpeg: bytes, model: bytes) -> list[Job]:
+    """``runs`` mutated clips, images and models, each through ``face-gender`` in its own folder."""
+    realtime = [sys.executable, "-m", "realtime"]
+    common = ["--no-display", "--no-progress", "--threads", "1"]
+    jobs: list[Job] = []
+    for kind in ("clip", "image", "model"):
+        for k in range(runs):
+            work = root / f"{kind}{k}"
+            work.mkdir()
+            out = work / "out"
+            if kind == "clip":
+                src = work / "in.mp4"
+                src.write_bytes(mutate(clip, rng))
+                outs = [out.with_suffix(".mp4"), out.with_suffix(".jsonl")]
+                cmd = [*realtime, "--source", str(src), "--output", str(outs[0]), "--jsonl", str(outs[1])]
+            elif kind == "image":
+                src = work / "in.jpg"
+                src.write_bytes(mutate(jpeg, rng))
+                outs = [out.with_suffix(".jsonl")]
+                cmd = [*realtime, "--source", str(src), "--output", str(out), "--jsonl", str(outs[0])]
+            else:
+                m = work / "m.tflite"
+                m.write_bytes(mutate(model, rng))
+                shutil.copy(ROOT / "models" / "gender_vgg16_int8.json", m.with_suffix(".json"))
+                outs = [out.with_suffix(".jsonl")]
+                cmd = [*realtime, "--source", "synthetic:frames=3,size=320x240", "--model", str(m), "--jsonl",
+                       str(outs[0])]
+            jobs.append((kind, work, [*cmd, *common], outs, (0, 2)))
+    return jobs
+
+
 def check(cmd: list[str], work: Path, failed_outputs: list[Path], allowed: tuple[int, ...]) -> dict[str, object]:
     started = time.monotonic()
     try:
@@ -120,32 +154,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         root = Path(tmp)
         clip, jpeg, model = inputs(root)
-        realtime = [sys.executable, "-m", "realtime"]
-        common = ["--no-display", "--no-progress", "--threads", "1"]
-        jobs = []
-        for kind in ("clip", "image", "model"):
-            for k in range(args.runs):
-                work = root / f"{kind}{k}"
-                work.mkdir()
-                out = work / "out"
-                if kind == "clip":
-                    src = work / "in.mp4"
-                    src.write_bytes(mutate(clip, rng))
-                    outs = [out.with_suffix(".mp4"), out.with_suffix(".jsonl")]
-                    cmd = [*realtime, "--source", str(src), "--output", str(outs[0]), "--jsonl", str(outs[1])]
-                elif kind == "image":
-                    src = work / "in.jpg"
-                    src.write_bytes(mutate(jpeg, rng))
-                    outs = [out.with_suffix(".jsonl")]
-                    cmd = [*realtime, "--source", str(src), "--output", str(out), "--jsonl", str(outs[0])]
-                else:
-                    m = work / "m.tflite"
-                    m.write_bytes(mutate(model, rng))
-                    shutil.copy(ROOT / "models" / "gender_vgg16_int8.json", m.with_suffix(".json"))
-                    outs = [out.with_suffix(".jsonl")]
-                    cmd = [*realtime, "--source", "synthetic:frames=3,size=320x240", "--model", str(m), "--jsonl",
-                           str(outs[0])]
-                jobs.append((kind, work, [*cmd, *common], outs, (0, 2)))
+        jobs = cli_jobs(root, args.runs, rng, clip, jpeg, model)
         videos = root / "batch_in"
         videos.mkdir()
         for k in range(args.batch_videos):

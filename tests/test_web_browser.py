@@ -7,7 +7,6 @@ go to ``test-artifacts/`` (gitignored).
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures import uvicorn_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -34,29 +34,12 @@ from realtime.web.__main__ import LOOPBACK_HOSTS  # noqa: E402
 from realtime.web.app import Settings, create_app  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(web_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app on a free loopback port, as ``python -m realtime.web`` runs it."""
     settings = Settings(model=web_model, workdir=tmp_path_factory.mktemp("web"), allowed_hosts=LOOPBACK_HOSTS)
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None,
-                            access_log=False)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the web app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=20)
+    with uvicorn_server(create_app(settings)) as port:
+        yield f"http://127.0.0.1:{port}"
     assert list(settings.workdir.iterdir()) == []  # shutdown removed every upload and result
 
 

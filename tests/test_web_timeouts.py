@@ -5,12 +5,12 @@ its size at 16 KiB/s; a normal request still works, on a kept-alive connection t
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures import uvicorn_server
 
 uvicorn = pytest.importorskip("uvicorn", reason="the web app needs requirements-web.txt")
 
@@ -24,21 +24,8 @@ HEAD_S, BODY_S = 1.0, 1.0
 @pytest.fixture(scope="module")
 def port(web_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     settings = Settings(model=web_model, workdir=tmp_path_factory.mktemp("web"), allowed_hosts=LOOPBACK_HOSTS)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        free = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free, log_config=None, access_log=False,
-                            http=timed_protocol(HEAD_S, BODY_S), timeout_keep_alive=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the web app did not start"
-        time.sleep(0.05)
-    yield free
-    server.should_exit = True
-    thread.join(timeout=20)
+    with uvicorn_server(create_app(settings), http=timed_protocol(HEAD_S, BODY_S), timeout_keep_alive=5) as free:
+        yield free
 
 
 def closed_after(sock: socket.socket, limit_s: float) -> tuple[float, bytes]:

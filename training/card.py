@@ -9,7 +9,6 @@ says only what is true of the data (no age tables for data without ages).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 from realtime.errors import UserError
 from realtime.files import Output, check_outputs, check_writable, write_text_atomic
 from realtime.machine import describe_cpu
+
+from .history import read_history
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 
@@ -88,13 +89,9 @@ def _history(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"--history {path}: not found")
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        for row in rows:
-            int(row["epoch"])
-    except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"--history {path} is not a training history.csv ({exc.__class__.__name__})") from exc
-    return rows
+        return read_history(path)
+    except ValueError as exc:
+        raise UserError(f"--history {path} is not a training history.csv ({exc})") from exc
 
 
 def pct(v: float | None) -> str:

@@ -27,6 +27,7 @@ from .augment import AugmentConfig, augment, masked_copy
 from .data import Cache, load_cache
 from .distill import DEFAULT_TEACHERS, Targets, build_targets, plain_targets
 from .errors import TrainingInterruptedError
+from .history import read_history
 from .masks import Template, load_templates, resolve_templates
 from .model import (
     FEATURE,
@@ -345,13 +346,10 @@ class Trainer:
         if not path.is_file():
             return
         try:
-            with path.open(newline="") as fh:
-                rows = list(csv.DictReader(fh))
-            for row in rows:
-                int(row["epoch"])
-        except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{path} is damaged ({exc.__class__.__name__}); move it away (the curve restarts "
-                            "empty) and --resume again") from exc
+            read_history(path)
+        except ValueError as exc:
+            raise UserError(f"{path} is damaged ({exc}); move it away (the curve restarts empty) and --resume "
+                            "again") from exc
 
     def _new_state(self) -> dict:
         return {"epochs_done": 0, "best_val_acc": -1.0, "best_epoch": -1, "lr": self.cfg.lr, "flat_epochs": 0}
