@@ -23,6 +23,7 @@ import pytest
 from realtime_helpers import REPO_ROOT, assert_one_error, leftovers, read_jsonl, synthetic_frames, write_clip
 
 from realtime import batch
+from realtime.batch.inputs import output_folders
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 PROC = Path("/proc")
@@ -197,7 +198,7 @@ NEAR_NAMES = ["a.mp4", "a.avi", "a_mp4.mov", "a_mp4_mov.mkv", "a_mp4_2.mp4", "A.
 
 
 def test_output_folders_are_injective_with_many_near_names() -> None:
-    folders = batch._folders(NEAR_NAMES)
+    folders = output_folders(NEAR_NAMES)
     assert len({f.casefold() for f in folders}) == len(NEAR_NAMES), folders  # also where case is ignored
     files = {n.casefold() for n in (batch.VIDEO_NAME, batch.JSONL_NAME, batch.SUMMARY_NAME, batch.THUMB_NAME)}
     for folder in folders:
@@ -205,11 +206,11 @@ def test_output_folders_are_injective_with_many_near_names() -> None:
         assert parts[0] not in {n.casefold() for n in batch.RESERVED}, folder
         assert not files & set(parts), folder  # never a folder where a video's file goes
     assert dict(zip(NEAR_NAMES, folders))["b.mp4"] == "b" and dict(zip(NEAR_NAMES, folders))["x.mp4"] == "x"
-    assert batch._folders(NEAR_NAMES[::-1]) == folders[::-1]  # the same inputs, the same folders
+    assert output_folders(NEAR_NAMES[::-1]) == folders[::-1]  # the same inputs, the same folders
     for k in range(2, 40):  # and for every prefix of a longer generated list
         names = [f"v{'.mp4' * (i % 3)}{'_mp4' * (i // 3)}.mp4" for i in range(k)]
         names = list(dict.fromkeys(names))
-        assert len({f.casefold() for f in batch._folders(names)}) == len(names)
+        assert len({f.casefold() for f in output_folders(names)}) == len(names)
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_carries_packages_models_and_commands(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("realtime/__main__.py", "realtime/blazeface.py", "realtime/web/static/index.html",
+                   "realtime/batch/__main__.py", "realtime/batch/report.py",
                    "training/train.py", "realtime/models/gender_vgg16_int8.tflite",
                    "realtime/models/gender_vgg16_int8.json", "realtime/models/face_detection_short_range.tflite",
                    "realtime/models/face_detection_full_range_sparse.tflite", "realtime/models/face_landmark.tflite",
@@ -89,7 +90,7 @@ def test_wheel_carries_packages_models_and_commands(wheel: Path) -> None:
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for command in ("face-gender = realtime.__main__:main", "face-gender-web = realtime.web.__main__:main",
-                    "face-gender-train = training.__main__:main"):
+                    "face-gender-train = training.__main__:main", "face-gender-batch = realtime.batch:main"):
         assert command in text
     assert not any(n.startswith(("tests/", "data_cache/", "runs/")) for n in names)
 

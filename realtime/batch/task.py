@@ -1,0 +1,161 @@
+"""The unit of work: one video (:func:`process_video`, what every worker runs, local or on Ray),
+and the check that this process can run it at all (:func:`check_pipeline`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..paths import GENDER_MODEL
+from .inputs import VIDEO_NAME
+
+log = logging.getLogger("realtime.batch")
+
+THUMB_WIDTH = 480
+
+
+@dataclass
+class VideoTask:
+    index: int
+    path: str
+    rel: str
+    out_dir: str  # where the worker writes the annotated video (unless video is False)
+    video: bool
+    options: dict[str, Any]  # realtime.pipeline.Config fields (--model, --sync, ...)
+
+
+@dataclass
+class VideoResult:
+    index: int
+    rel: str
+    status: str  # ok | failed | interrupted
+    error: str | None = None
+    frames: int = 0
+    seconds: float = 0.0
+    worker: str = ""
+    summary: dict[str, Any] | None = None
+    jsonl: bytes = b""
+    thumbnail: bytes | None = None
+    video: bool = False  # the annotated video is at OUTPUT/<folder>/annotated.mp4
+
+
+def process_video(task: VideoTask, progress: Callable[[int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> VideoResult:
+    """Annotate one video (what each worker runs, local or on Ray). The JSONL, summary and thumbnail
+    come back in the result for the driver to write (the JSONL is built in memory: no face data
+    is written anywhere else); only the annotated video is written here, in its output folder
+    under a temporary name, renamed when complete. ``should_stop()`` true: the video stops as at
+    Ctrl-C (checked every frame; status ``interrupted``)."""
+    import cv2
+
+    from ..pipeline import Config, frame_record, run
+    from ..summary import TrackSummary
+
+    started = time.perf_counter()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    result = VideoResult(task.index, task.rel, "failed", worker=worker)
+    summary = TrackSummary(source=task.rel)
+    thumb: list[bytes] = []
+    lines: list[str] = []
+    privacy = bool(task.options.get("privacy"))
+
+    def observe(frame: Any, faces: Any, annotated: Any, pipeline: Any) -> None:
+        summary.observe(frame, faces, annotated, pipeline)
+        # the bytes realtime.sinks.JsonlSink writes
+        lines.append(json.dumps(frame_record(frame, faces, privacy=privacy), separators=(", ", ": ")) + "\n")
+        if not thumb:
+            h, w = annotated.shape[:2]
+            small = annotated if w <= THUMB_WIDTH else cv2.resize(
+                annotated, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            if ok:
+                thumb.append(buf.tobytes())
+
+    last = [time.perf_counter(), 0]
+
+    def on_frame(done: int, total: int | None) -> None:
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt  # run() stops as at Ctrl-C: nothing half-written is kept
+        now = time.perf_counter()
+        if progress is not None and now - last[0] >= 0.2:
+            progress(done - last[1])
+            last[0], last[1] = now, done
+
+    out_dir = Path(task.out_dir)
+    final_video = out_dir / VIDEO_NAME
+    tmp_video = out_dir / f".{final_video.stem}.partial-batch-{os.getpid()}{final_video.suffix}"
+    config = Config(source=task.path, output=tmp_video if task.video else None, jsonl=None, display=False,
+                    progress=False, observer=observe, **task.options)
+    try:
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt
+        stats = run(config, on_frame=on_frame)
+    except UserError as exc:
+        result.error = str(exc.__cause__ or exc)  # without "kept ..." (nothing is kept)
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+    except Exception as exc:  # a bug, or a library failing on odd input: the batch goes on
+        log.debug("%s failed", task.rel, exc_info=True)
+        result.error = f"internal error: {type(exc).__name__}: {exc}"
+    else:
+        if stats.interrupted:
+            result.status = "interrupted"
+        else:
+            try:
+                if task.video and tmp_video.exists():
+                    os.replace(tmp_video, final_video)
+                    result.video = True
+            except OSError as exc:
+                result.error = f"cannot write {final_video}: {exc.strerror or exc}"
+            else:
+                result.status = "ok"
+                result.frames = stats.frames
+                result.jsonl = "".join(lines).encode("utf-8")
+                result.summary = summary.result()
+                result.thumbnail = thumb[0] if thumb else None
+    finally:
+        if progress is not None and summary.frames > last[1]:
+            progress(summary.frames - last[1])
+        tmp_video.unlink(missing_ok=True)
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+
+def check_pipeline(options: dict[str, Any]) -> None:
+    """Load the model and the face detector once with the batch's options, before any video (on
+    this machine; on a cluster, on each node): a missing or bad model, bad metadata, an unknown
+    detector or backend is bad input (exit 2), not a failure of every video."""
+    from ..classifier import GenderClassifier
+    from ..native import quiet_stderr
+
+    model = Path(options.get("model") or GENDER_MODEL)
+    if not model.is_file():
+        raise UserError(f"model not found: {model}")
+    detector = str(options.get("detector") or "auto")
+    name = "full" if detector == "auto" else detector  # what "auto" is for video files
+    with quiet_stderr():  # LiteRT's start-up notes
+        try:
+            GenderClassifier(model, num_threads=1)
+        except UserError:
+            raise
+        except Exception as exc:  # a file that is not a model: LiteRT's ValueError, RuntimeError...
+            raise UserError(f"cannot load the model {model}: {type(exc).__name__}: {exc}") from exc
+        from ..face_detector import FaceDetector
+
+        try:
+            FaceDetector(name, mode="video", min_score=float(options.get("min_face_score", 0.5)),
+                         backend=str(options.get("detector_backend") or "auto"), num_threads=1).close()
+        except UserError as exc:
+            raise UserError(f"--detector {detector}: {exc} (auto, short, full or a .tflite path)") from exc
+        except Exception as exc:
+            raise UserError(f"--detector {detector}: cannot load it: {type(exc).__name__}: {exc}") from exc
+
