@@ -23,10 +23,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..cli import Parser, add_version, path_arg, positive_int, prog_name, report_user_error, setup_logging
-from ..config import add_pipeline_args, pipeline_kwargs
+from ..config import PipelineConfig, add_pipeline_args
 from ..errors import UserError
 from ..paths import GENDER_MODEL
 from .driver import BatchOptions, run_batch
@@ -79,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> BatchOptions:
-    pipeline = {**pipeline_kwargs(args), "detector_threads": args.threads, "max_frames": args.max_frames}
+    pipeline = PipelineConfig.from_args(args, detector_threads=args.threads)  # (--threads: each worker's both)
     if args.model is not None:
-        pipeline["model"] = args.model.expanduser().resolve()
+        pipeline = replace(pipeline, model=args.model.expanduser().resolve())
     return BatchOptions(input=args.input, output=args.output, workers=args.workers, ray=args.ray,
                         video=not args.no_video, resume=args.resume, report=not args.no_report,
-                        progress=not args.no_progress and not args.quiet, pipeline=pipeline)
+                        progress=not args.no_progress and not args.quiet, pipeline=pipeline,
+                        max_frames=args.max_frames, shipped_model=args.model is None)
 
 
 def main(argv: list[str] | None = None) -> int:

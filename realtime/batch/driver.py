@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..config import PipelineConfig
 from ..errors import UserError
 from ..summary import LABELS, dumps
 from .inputs import JSONL_NAME, SUMMARY_NAME, THUMB_NAME, collect_inputs
@@ -51,13 +52,25 @@ class BatchOptions:
     resume: bool = False
     report: bool = True
     progress: bool = True
-    pipeline: dict[str, Any] = field(default_factory=dict)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # every video's (--model, --sync, ...)
+    max_frames: int | None = None  # at most this many frames of each video
+    shipped_model: bool = False  # no --model: each worker uses the model its installation ships (task.config_here)
+
+    def options_record(self) -> dict[str, Any]:
+        """The options as OUTPUT/summary.json records them (``model`` only when one was given)."""
+        p = self.pipeline
+        out: dict[str, Any] = {} if self.shipped_model else {"model": str(p.model)}
+        out.update({name: getattr(p, name) for name in ("detector", "detector_backend", "min_face_score", "threads",
+                                                         "mode", "classify_every_frame", "max_age_s", "blur",
+                                                         "privacy", "detector_threads")})
+        out["max_frames"] = self.max_frames
+        return out
 
 
 def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
     """Annotate every input video; returns the aggregate and the exit status (0 or 3).
 
-    A stop signal (see :class:`_StopSignals`) raises ``KeyboardInterrupt`` out of here, after the
+    A stop signal (:data:`realtime.batch.signals.STOP`) raises ``KeyboardInterrupt`` out of here, after the
     workers are stopped and reaped, the Ray runtime it started is shut down and the partial
     outputs are removed; no aggregate is written then."""
     started = time.perf_counter()
@@ -71,7 +84,7 @@ def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
     videos = collect_inputs(opts.input, output)
     check_writable(output, is_dir=True)
     if opts.ray in (None, "local"):  # on a cluster, each node is checked (ray_preflight)
-        check_pipeline(opts.pipeline)
+        check_pipeline(opts.pipeline)  # (the driver's model when none was given: the one the workers ship too)
     output.mkdir(parents=True, exist_ok=True)
     output = output.resolve()
 
@@ -83,11 +96,11 @@ def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
             continue
         sweep_partials([output / video.folder])
         tasks.append(VideoTask(i, str(video.path), video.rel, str(output / video.folder), opts.video,
-                               dict(opts.pipeline)))
+                               opts.pipeline, opts.max_frames, opts.shipped_model))
     if opts.resume and entries:
         log.info("resuming: %d of %d videos are complete and skipped", len(entries), len(videos))
-    max_frames = opts.pipeline.get("max_frames")  # (probed before Ray starts threads: see native.quiet_stderr)
-    totals = {t.index: min(_frame_count(Path(t.path)), max_frames or 1 << 62) for t in tasks}
+    # (probed before Ray starts threads: see native.quiet_stderr)
+    totals = {t.index: min(_frame_count(Path(t.path)), opts.max_frames or 1 << 62) for t in tasks}
     mode = "local" if not opts.ray else "ray-local" if opts.ray == "local" else "ray"
     workers = opts.workers or cores()
     ray = import_ray() if tasks and opts.ray else None
@@ -138,7 +151,7 @@ def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
         if ray is not None:
             t0 = time.perf_counter()
             ray_init(opts.ray, opts.workers)
-            nodes = ray_preflight(ray, dict(opts.pipeline))
+            nodes = ray_preflight(ray, opts.pipeline, opts.shipped_model)
             log.debug("Ray nodes: %s", "; ".join(nodes))
             ray_start_s = round(time.perf_counter() - t0, 3)
             log.info("Ray %s: %s CPUs, %s in %.1f s", opts.ray, ray.cluster_resources().get("CPU", "?"),
@@ -170,7 +183,7 @@ def run_batch(opts: BatchOptions) -> tuple[dict[str, Any], int]:
                 remove_unfinished([output / videos[t.index].folder for t in tasks if t.index not in entries])
     aggregate = {
         "schema": 1, "input": opts.input, "mode": mode, "workers": None if mode == "ray" else workers,
-        "video": opts.video, "options": {k: str(v) if isinstance(v, Path) else v for k, v in opts.pipeline.items()},
+        "video": opts.video, "options": opts.options_record(),
         "totals": _totals([entries[i] for i in sorted(entries)], time.perf_counter() - started),
         "ray_start_s": ray_start_s,
         "videos": [entries[i] for i in sorted(entries)],

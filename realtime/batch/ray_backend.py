@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config import PipelineConfig
 from ..errors import UserError
 from .pool import cores
 from .signals import STOP, helpers_immune_to_sighup
-from .task import VideoResult, VideoTask, check_pipeline, process_video
+from .task import VideoResult, VideoTask, check_pipeline, config_here, process_video
 
 log = logging.getLogger("realtime.batch")
 
@@ -120,26 +121,26 @@ def _restore_pgid(pgid: int) -> None:
             os.setpgid(0, pgid)
 
 
-def _ray_check(options: dict[str, Any]) -> str:
+def _ray_check(pipeline: PipelineConfig, shipped_model: bool) -> str:
     """Runs on each node before any video: can it import this package, load the model and the
     detector with these options?"""
     from .. import __version__
 
     try:
-        check_pipeline(options)
+        check_pipeline(config_here(pipeline, shipped_model))
     except UserError as exc:
         raise UserError(f"on {socket.gethostname()}: {exc}") from None
     return f"{socket.gethostname()} realtime {__version__}"
 
 
-def ray_preflight(ray: Any, options: dict[str, Any]) -> list[str]:
+def ray_preflight(ray: Any, pipeline: PipelineConfig, shipped_model: bool) -> list[str]:
     """One small task on every alive node with CPUs; a node that cannot run the batch is bad input."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     check = ray.remote(num_cpus=1, max_retries=0)(_ray_check)
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
-    refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(options)
-            for n in nodes]
+    refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(pipeline, shipped_model) for n in nodes]
     out = []
     for node, ref in zip(nodes, refs):
         try:

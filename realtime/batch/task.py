@@ -9,10 +9,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..config import PipelineConfig
 from ..errors import UserError
 from ..paths import GENDER_MODEL
 from .inputs import VIDEO_NAME
@@ -29,7 +30,16 @@ class VideoTask:
     rel: str
     out_dir: str  # where the worker writes the annotated video (unless video is False)
     video: bool
-    options: dict[str, Any]  # realtime.pipeline.Config fields (--model, --sync, ...)
+    pipeline: PipelineConfig  # every video's pipeline options (--model, --sync, --threads, ...)
+    max_frames: int | None = None
+    shipped_model: bool = False  # no --model: the model this worker's installation ships (config_here)
+
+
+def config_here(pipeline: PipelineConfig, shipped_model: bool) -> PipelineConfig:
+    """The batch's pipeline options as this process runs them: without ``--model`` (``shipped_model``),
+    the model that this process's installation ships, not the driver's path (a cluster's nodes
+    need not install the package at the same path); else the model given, at that path."""
+    return replace(pipeline, model=GENDER_MODEL) if shipped_model else pipeline
 
 
 @dataclass
@@ -65,7 +75,8 @@ def process_video(task: VideoTask, progress: Callable[[int], None] | None = None
     summary = TrackSummary(source=task.rel)
     thumb: list[bytes] = []
     lines: list[str] = []
-    privacy = bool(task.options.get("privacy"))
+    pipeline = config_here(task.pipeline, task.shipped_model)
+    privacy = pipeline.privacy
 
     def observe(frame: Any, faces: Any, annotated: Any, pipeline: Any) -> None:
         summary.observe(frame, faces, annotated, pipeline)
@@ -93,7 +104,7 @@ def process_video(task: VideoTask, progress: Callable[[int], None] | None = None
     final_video = out_dir / VIDEO_NAME
     tmp_video = out_dir / f".{final_video.stem}.partial-batch-{os.getpid()}{final_video.suffix}"
     config = Config(source=task.path, output=tmp_video if task.video else None, jsonl=None, display=False,
-                    progress=False, observer=observe, **task.options)
+                    progress=False, observer=observe, max_frames=task.max_frames, **vars(pipeline))
     try:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt
@@ -129,18 +140,17 @@ def process_video(task: VideoTask, progress: Callable[[int], None] | None = None
     return result
 
 
-
-def check_pipeline(options: dict[str, Any]) -> None:
+def check_pipeline(config: PipelineConfig) -> None:
     """Load the model and the face detector once with the batch's options, before any video (on
     this machine; on a cluster, on each node): a missing or bad model, bad metadata, an unknown
     detector or backend is bad input (exit 2), not a failure of every video."""
     from ..classifier import GenderClassifier
     from ..native import quiet_stderr
 
-    model = Path(options.get("model") or GENDER_MODEL)
+    model = Path(config.model)
     if not model.is_file():
         raise UserError(f"model not found: {model}")
-    detector = str(options.get("detector") or "auto")
+    detector = str(config.detector or "auto")
     name = "full" if detector == "auto" else detector  # what "auto" is for video files
     with quiet_stderr():  # LiteRT's start-up notes
         try:
@@ -152,8 +162,8 @@ def check_pipeline(options: dict[str, Any]) -> None:
         from ..face_detector import FaceDetector
 
         try:
-            FaceDetector(name, mode="video", min_score=float(options.get("min_face_score", 0.5)),
-                         backend=str(options.get("detector_backend") or "auto"), num_threads=1).close()
+            FaceDetector(name, mode="video", min_score=float(config.min_face_score),
+                         backend=str(config.detector_backend or "auto"), num_threads=1).close()
         except UserError as exc:
             raise UserError(f"--detector {detector}: {exc} (auto, short, full or a .tflite path)") from exc
         except Exception as exc:
