@@ -127,7 +127,7 @@ def _ray_check(pipeline: PipelineConfig, shipped_model: bool) -> str:
     from .. import __version__
 
     try:
-        check_pipeline(config_here(pipeline, shipped_model))
+        check_pipeline(config_here(pipeline, shipped_model), keep=True)
     except UserError as exc:
         raise UserError(f"on {socket.gethostname()}: {exc}") from None
     return f"{socket.gethostname()} realtime {__version__}"

@@ -7,16 +7,20 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import PipelineConfig
 from ..errors import UserError
 from ..paths import GENDER_MODEL
 from .inputs import VIDEO_NAME
+
+if TYPE_CHECKING:
+    from ..classifier import GenderClassifier
 
 log = logging.getLogger("realtime.batch")
 
@@ -57,13 +61,34 @@ class VideoResult:
     video: bool = False  # the annotated video is at OUTPUT/<folder>/annotated.mp4
 
 
+_classifiers: dict[tuple[str, int], GenderClassifier] = {}  # this process's, by (model, threads)
+_classifiers_lock = threading.Lock()
+
+
+def worker_classifier(config: PipelineConfig) -> GenderClassifier:
+    """The classifier of every video this process annotates: loaded for its first video, kept for
+    the others (a local worker process, or a Ray worker process, which Ray reuses for many tasks).
+    A classifier is thread-safe, and it is ``config.model`` (what ``realtime.pipeline.run`` needs)."""
+    key = (str(config.model), config.threads)
+    with _classifiers_lock:
+        classifier = _classifiers.get(key)
+        if classifier is None:
+            from ..classifier import GenderClassifier
+
+            classifier = _classifiers[key] = GenderClassifier(config.model, num_threads=config.threads)
+            log.debug("worker %d: loaded %s (%d threads) for its videos", os.getpid(), Path(config.model).name,
+                      config.threads)
+    return classifier
+
+
 def process_video(task: VideoTask, progress: Callable[[int], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> VideoResult:
     """Annotate one video (what each worker runs, local or on Ray). The JSONL, summary and thumbnail
     come back in the result for the driver to write (the JSONL is built in memory: no face data
     is written anywhere else); only the annotated video is written here, in its output folder
     under a temporary name, renamed when complete. ``should_stop()`` true: the video stops as at
-    Ctrl-C (checked every frame; status ``interrupted``)."""
+    Ctrl-C (checked every frame; status ``interrupted``). The model is loaded once per process
+    (:func:`worker_classifier`); the detector, whose video mode keeps state, once per video."""
     import cv2
 
     from ..pipeline import Config, frame_record, run
@@ -108,7 +133,7 @@ def process_video(task: VideoTask, progress: Callable[[int], None] | None = None
     try:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt
-        stats = run(config, on_frame=on_frame)
+        stats = run(config, on_frame=on_frame, classifier=worker_classifier(pipeline))
     except UserError as exc:
         result.error = str(exc.__cause__ or exc)  # without "kept ..." (nothing is kept)
     except KeyboardInterrupt:
@@ -140,10 +165,12 @@ def process_video(task: VideoTask, progress: Callable[[int], None] | None = None
     return result
 
 
-def check_pipeline(config: PipelineConfig) -> None:
+def check_pipeline(config: PipelineConfig, keep: bool = False) -> None:
     """Load the model and the face detector once with the batch's options, before any video (on
     this machine; on a cluster, on each node): a missing or bad model, bad metadata, an unknown
-    detector or backend is bad input (exit 2), not a failure of every video."""
+    detector or backend is bad input (exit 2), not a failure of every video. ``keep``: the model
+    loaded stays this process's for its videos (:func:`worker_classifier`; a Ray node's check runs
+    in a worker process that Ray reuses for video tasks); else it is dropped (the driver)."""
     from ..classifier import GenderClassifier
     from ..native import quiet_stderr
 
@@ -154,7 +181,10 @@ def check_pipeline(config: PipelineConfig) -> None:
     name = "full" if detector == "auto" else detector  # what "auto" is for video files
     with quiet_stderr():  # LiteRT's start-up notes
         try:
-            GenderClassifier(model, num_threads=1)
+            if keep:
+                worker_classifier(config)
+            else:
+                GenderClassifier(model, num_threads=1)
         except UserError:
             raise
         except Exception as exc:  # a file that is not a model: LiteRT's ValueError, RuntimeError...
