@@ -321,7 +321,7 @@ def test_list_naming_missing_files(inputs: Path, tmp_path: Path) -> None:
 
 def test_output_inside_input(inputs: Path) -> None:
     proc = run_batch("--input", str(inputs), "--output", str(inputs / "cam2" / "out"))
-    assert_one_error(proc, "inside the input folder")
+    assert_one_error(proc, "--output", "overlaps the input")  # the rule of every command (files.check_outputs)
     assert not (inputs / "cam2" / "out").exists()
 
 

@@ -252,6 +252,32 @@ def test_links_outside_and_aliases_inside(tiny: Path, tmp_path: Path) -> None:
     assert sorted(v["video"] for v in videos) == ["outside.mp4", "real.mp4"]
 
 
+def test_output_follows_the_rule_of_every_command(tiny: Path, tmp_path: Path) -> None:
+    """OUTPUT may not be, hold or lie inside what the batch reads (realtime.files.check_outputs, the
+    rule of face-gender too): the input folder, the folder a ** glob searches, a video, the list
+    file. Beside the videos of a folder that the batch does not search, it may."""
+    from realtime.batch import collect_inputs
+    from realtime.errors import UserError
+
+    src = tmp_path / "in"
+    (src / "cam").mkdir(parents=True)
+    for name in ("a.mp4", "cam/b.mp4"):
+        (src / name).write_bytes(tiny.read_bytes())
+    listing = src / "list.txt"
+    listing.write_text("a.mp4\ncam/b.mp4\n")
+    elsewhere = tmp_path / "o2" / "list.txt"  # a list file inside OUTPUT, its videos outside it
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(f"{src / 'a.mp4'}\n")
+    refused = [(src, src), (src, src / "cam" / "out"), (src / "cam", src), (src / "**" / "*.mp4", src / "cam" / "o"),
+               (listing, src), (src / "a.mp4", src), (src / "*.mp4", src), (elsewhere, elsewhere.parent)]
+    for spec, output in refused:
+        with pytest.raises(UserError, match="overlaps the input"):
+            collect_inputs(str(spec), output)
+    for spec, output in [(src / "*.mp4", src / "out"), (src / "a.mp4", src / "out"), (listing, tmp_path / "o"),
+                         (src / "cam" / "*.mp4", src / "out")]:
+        assert collect_inputs(str(spec), output), (spec, output)
+
+
 def test_empty_input_and_output_are_refused(tmp_path: Path) -> None:
     for args in (("--input", "", "--output", str(tmp_path / "o")), ("--input", str(tmp_path), "--output", "")):
         proc = run_batch(tmp_path, *args, timeout=60)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import UserError
+from ..files import Output, check_outputs
 
 log = logging.getLogger("realtime.batch")
 
@@ -27,12 +28,12 @@ class VideoInput:
     folder: str  # OUTPUT/<folder>/ holds its outputs
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    """OUTPUT under the rule of every command (:func:`realtime.files.check_outputs`): it may not be,
+    hold or lie inside a folder the batch reads (the input folder, the folder a ``**`` glob
+    searches), nor hold a file it reads (a video, the list file). A folder the batch does not search
+    (a single video's, a plain glob's) may hold OUTPUT."""
+    check_outputs([Output("--output", output, folder=True)], inputs)
 
 
 def _is_video(path: Path) -> bool:
@@ -44,16 +45,17 @@ def collect_inputs(spec: str, output: Path) -> list[VideoInput]:
 
     Each video is named (``rel``, and its output folder) by the path it was found at, links
     included; it is read at its real path. Two names of one file (a link beside its target, a
-    hard link) are annotated once, with a ``warning:`` line."""
+    hard link) are annotated once, with a ``warning:`` line. ``output`` is checked against all
+    that is read (:func:`_check_output`)."""
     if not spec.strip():
         raise UserError("--input is empty: give a folder, a glob pattern, a list file or a video "
                         "(use . for the current folder)")
     path = Path(spec).expanduser()
+    read: list[Path] = []  # what the batch reads besides the videos: the folder it searches, the list file
     if path.is_dir():
         base = path
-        if _inside(output, path):
-            raise UserError(f"output folder {output} is inside the input folder {path}; "
-                            "choose one outside it (its videos would become inputs of the next run)")
+        read.append(path)
+        _check_output(output, read)  # before the walk (OUTPUT's own videos would be found)
         files = sorted(p for p in path.rglob("*") if _is_video(p)
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not files:
@@ -61,6 +63,7 @@ def collect_inputs(spec: str, output: Path) -> list[VideoInput]:
     elif path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
         base, files = path.parent, [path]
     elif path.is_file():
+        read.append(path)
         files = _read_list(path)
         base = Path(os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]))
     elif glob.has_magic(spec):
@@ -73,16 +76,13 @@ def collect_inputs(spec: str, output: Path) -> list[VideoInput]:
                 break
             head.append(part)
         base = Path(*head) if head else Path(".")
-        if "**" in spec and _inside(output, base):
-            raise UserError(f"output folder {output} is inside the folder {base} that {spec} searches; "
-                            "choose one outside it")
+        if "**" in spec:  # it searches base's whole tree
+            read.append(base)
     else:
         raise UserError(f"input {spec} does not exist (give a folder, a glob pattern or a list file)")
     base_abs = os.path.abspath(base)
     named = [(Path(os.path.abspath(f)), f.resolve()) for f in files]  # (as found, real file)
-    inside = [real for _, real in named if _inside(real, output)]
-    if inside:
-        raise UserError(f"input {inside[0]} is inside the output folder {output}; choose another output folder")
+    _check_output(output, [*read, *(real for _, real in named)])
     unique = _one_name_per_file(named, base_abs)
     rels = [Path(os.path.relpath(found, base_abs)).as_posix() for found, _ in unique]
     return [VideoInput(real, rel, folder) for (_, real), rel, folder in zip(unique, rels, output_folders(rels))]
