@@ -120,7 +120,7 @@ def test_installed_commands_work_from_any_folder(wheel: Path, tmp_path: Path) ->
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (work / "out.mp4").stat().st_size > 0
-    for other in ("face-gender-web", "face-gender-train"):
+    for other in ("face-gender-web", "face-gender-train", "face-gender-batch"):
         proc = subprocess.run([sys.executable, str(target / "bin" / other), "--version"], cwd=work, env=env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and proc.stdout.strip() == f"{other} {PYPROJECT['project']['version']}"
