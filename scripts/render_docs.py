@@ -13,7 +13,9 @@ generated blocks between two markers::
 
 ``python scripts/render_docs.py`` rewrites every block from its JSON; ``--check`` only reports
 blocks that differ (``tests/test_docs_measured.py`` runs it, so a figure typed by hand, or a
-JSON updated without re-rendering, fails the tests).
+JSON updated without re-rendering, fails the tests). This is the one renderer of measured blocks:
+a measuring script may keep its own renderers beside its measurements (``scripts/batch_bench.py``
+does, for docs/batch.md's ``batch-*`` blocks) and they are registered in :data:`RENDERERS` here.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from realtime.machine import describe_cpu  # noqa: E402  (after the repo is on the path)
+if str(REPO_ROOT / "scripts") not in sys.path:  # (imported by the tests, not run)
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from batch_bench import RENDERERS as BATCH_RENDERERS  # noqa: E402  (after the repo is on the path)
+
+from realtime.machine import describe_cpu  # noqa: E402
 
 MEASURED = REPO_ROOT / "docs" / "measurements"
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -540,6 +546,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "detector-parity": detector_parity,
     "detector-speed": detector_speed,
     "benchmark-backends": benchmark_backends,
+    **BATCH_RENDERERS,  # batch-scaling, batch-ray, batch-cluster, batch-estimate, batch-demo
 }
 
 

@@ -152,6 +152,80 @@ def test_ray_local_matches_single_process(inputs: Path, single: dict[str, tuple[
     assert not (out / "report.html").exists()
 
 
+# --- the model is loaded once per process, not once per video -------------------------------------
+def test_one_model_load_for_many_videos_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a worker process does with its videos, here in-process: the model is loaded for the
+    first video and shared by the others (GenderClassifier.__init__ counted)."""
+    from realtime import classifier
+    from realtime.batch import task
+    from realtime.config import PipelineConfig
+
+    loads: list[int] = []
+    init = classifier.GenderClassifier.__init__
+
+    def counting(self: classifier.GenderClassifier, *args: object, **kwargs: object) -> None:
+        loads.append(os.getpid())
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(classifier.GenderClassifier, "__init__", counting)
+    monkeypatch.setattr(task, "_classifiers", {})  # a fresh process
+    clip = write_clip(tmp_path / "v.mp4", synthetic_frames(4, (160, 120)), fps=12.0)
+    config = PipelineConfig(threads=1, detector_threads=1, mode="sync")
+    for i in range(5):
+        result = task.process_video(task.VideoTask(i, str(clip), f"v{i}.mp4", str(tmp_path / f"v{i}"), False, config,
+                                                   shipped_model=True))
+        assert result.status == "ok" and result.frames == 4, result.error
+    assert len(loads) == 1
+
+
+COUNTING_MAIN = """
+import os, sys
+import realtime.classifier as c
+
+_init = c.GenderClassifier.__init__
+
+
+def counting(self, *args, **kwargs):  # every load, in the driver and in each spawned worker
+    with open(os.environ["LOADS"], "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    _init(self, *args, **kwargs)
+
+
+c.GenderClassifier.__init__ = counting  # (spawned workers run this file as __mp_main__: patched too)
+if __name__ == "__main__":
+    from realtime.batch import main
+
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_one_model_load_per_worker_process(tmp_path: Path) -> None:
+    """5 videos on 2 local workers: the driver's check loads the model once, each worker process
+    once (it was 1 + 5: once per video)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    frames = synthetic_frames(4, (160, 120))
+    for i in range(5):
+        write_clip(src / f"v{i}.mp4", frames, fps=12.0)
+    script = tmp_path / "counting_batch.py"
+    script.write_text(COUNTING_MAIN)
+    loads = tmp_path / "loads.txt"
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(script), "--input", str(src), "--output", str(out), "--workers", "2",
+                           "--no-video", "--no-report", "--no-progress"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, check=False,
+                          env={**os.environ, "LOADS": str(loads), "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    agg = json.loads((out / "summary.json").read_text())
+    assert agg["totals"]["ok"] == 5
+    workers = {int(v["worker"].rsplit(":", 1)[1]) for v in agg["videos"]}
+    pids = [int(line) for line in loads.read_text().split()]
+    per_process = {pid: pids.count(pid) for pid in set(pids)}
+    assert all(n == 1 for n in per_process.values()), per_process  # once per process
+    assert workers <= set(per_process) and 1 <= len(workers) <= 2
+    assert len(pids) == len(workers) + 1, per_process  # each worker's, and the driver's check
+
+
 def test_failed_videos_are_listed_and_resume_retries_only_them(inputs: Path, tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
@@ -249,7 +323,7 @@ def test_list_naming_missing_files(inputs: Path, tmp_path: Path) -> None:
 
 def test_output_inside_input(inputs: Path) -> None:
     proc = run_batch("--input", str(inputs), "--output", str(inputs / "cam2" / "out"))
-    assert_one_error(proc, "inside the input folder")
+    assert_one_error(proc, "--output", "overlaps the input")  # the rule of every command (files.check_outputs)
     assert not (inputs / "cam2" / "out").exists()
 
 

@@ -23,6 +23,7 @@ import pytest
 from realtime_helpers import REPO_ROOT, assert_one_error, leftovers, read_jsonl, synthetic_frames, write_clip
 
 from realtime import batch
+from realtime.batch.inputs import output_folders
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 PROC = Path("/proc")
@@ -197,7 +198,7 @@ NEAR_NAMES = ["a.mp4", "a.avi", "a_mp4.mov", "a_mp4_mov.mkv", "a_mp4_2.mp4", "A.
 
 
 def test_output_folders_are_injective_with_many_near_names() -> None:
-    folders = batch._folders(NEAR_NAMES)
+    folders = output_folders(NEAR_NAMES)
     assert len({f.casefold() for f in folders}) == len(NEAR_NAMES), folders  # also where case is ignored
     files = {n.casefold() for n in (batch.VIDEO_NAME, batch.JSONL_NAME, batch.SUMMARY_NAME, batch.THUMB_NAME)}
     for folder in folders:
@@ -205,11 +206,11 @@ def test_output_folders_are_injective_with_many_near_names() -> None:
         assert parts[0] not in {n.casefold() for n in batch.RESERVED}, folder
         assert not files & set(parts), folder  # never a folder where a video's file goes
     assert dict(zip(NEAR_NAMES, folders))["b.mp4"] == "b" and dict(zip(NEAR_NAMES, folders))["x.mp4"] == "x"
-    assert batch._folders(NEAR_NAMES[::-1]) == folders[::-1]  # the same inputs, the same folders
+    assert output_folders(NEAR_NAMES[::-1]) == folders[::-1]  # the same inputs, the same folders
     for k in range(2, 40):  # and for every prefix of a longer generated list
         names = [f"v{'.mp4' * (i % 3)}{'_mp4' * (i // 3)}.mp4" for i in range(k)]
         names = list(dict.fromkeys(names))
-        assert len({f.casefold() for f in batch._folders(names)}) == len(names)
+        assert len({f.casefold() for f in output_folders(names)}) == len(names)
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +250,32 @@ def test_links_outside_and_aliases_inside(tiny: Path, tmp_path: Path) -> None:
     assert len(warnings) == 1 and "alias.mp4 is the same file as real.mp4" in warnings[0], proc.stderr
     videos = json.loads((tmp_path / "o" / "summary.json").read_text())["videos"]
     assert sorted(v["video"] for v in videos) == ["outside.mp4", "real.mp4"]
+
+
+def test_output_follows_the_rule_of_every_command(tiny: Path, tmp_path: Path) -> None:
+    """OUTPUT may not be, hold or lie inside what the batch reads (realtime.files.check_outputs, the
+    rule of face-gender too): the input folder, the folder a ** glob searches, a video, the list
+    file. Beside the videos of a folder that the batch does not search, it may."""
+    from realtime.batch import collect_inputs
+    from realtime.errors import UserError
+
+    src = tmp_path / "in"
+    (src / "cam").mkdir(parents=True)
+    for name in ("a.mp4", "cam/b.mp4"):
+        (src / name).write_bytes(tiny.read_bytes())
+    listing = src / "list.txt"
+    listing.write_text("a.mp4\ncam/b.mp4\n")
+    elsewhere = tmp_path / "o2" / "list.txt"  # a list file inside OUTPUT, its videos outside it
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(f"{src / 'a.mp4'}\n")
+    refused = [(src, src), (src, src / "cam" / "out"), (src / "cam", src), (src / "**" / "*.mp4", src / "cam" / "o"),
+               (listing, src), (src / "a.mp4", src), (src / "*.mp4", src), (elsewhere, elsewhere.parent)]
+    for spec, output in refused:
+        with pytest.raises(UserError, match="overlaps the input"):
+            collect_inputs(str(spec), output)
+    for spec, output in [(src / "*.mp4", src / "out"), (src / "a.mp4", src / "out"), (listing, tmp_path / "o"),
+                         (src / "cam" / "*.mp4", src / "out")]:
+        assert collect_inputs(str(spec), output), (spec, output)
 
 
 def test_empty_input_and_output_are_refused(tmp_path: Path) -> None:

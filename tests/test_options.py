@@ -76,3 +76,27 @@ def test_batch_blurs_and_keeps_privacy_like_the_cli(tmp_path: Path, colour_model
     records = [json.loads(line) for line in (out / "a" / "faces.jsonl").read_text().splitlines()]
     faces = [f for r in records for f in r["faces"]]
     assert faces and all("box" not in f and "detector_score" not in f for f in faces)
+
+
+def test_batch_carries_a_typed_pipeline_config() -> None:
+    """face-gender-batch builds the same PipelineConfig from the same flags (no untyped dict), and
+    without --model each worker runs the model its own installation ships."""
+    from dataclasses import replace
+
+    from realtime.batch import build_parser, options_from_args
+    from realtime.batch.task import config_here
+    from realtime.paths import GENDER_MODEL
+
+    args = build_parser().parse_args(["--input", "x", "--output", "y", "--privacy", "--sync", "--threads", "1",
+                                      "--max-age", "3", "--max-frames", "4"])
+    opts = options_from_args(args)
+    assert isinstance(opts.pipeline, PipelineConfig)
+    assert opts.pipeline == PipelineConfig.from_args(args, detector_threads=1)
+    assert opts.pipeline.blur and opts.pipeline.mode == "sync" and opts.pipeline.max_age_s == 3.0
+    assert opts.max_frames == 4 and opts.shipped_model and "model" not in opts.options_record()
+    elsewhere = replace(opts.pipeline, model=Path("/elsewhere/model.tflite"))  # the driver's path on another node
+    assert config_here(elsewhere, shipped_model=True).model == GENDER_MODEL
+    assert config_here(elsewhere, shipped_model=False).model == Path("/elsewhere/model.tflite")
+    given = options_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--model", "m.tflite"]))
+    assert not given.shipped_model and given.pipeline.model == Path("m.tflite").resolve()
+    assert given.options_record()["model"] == str(Path("m.tflite").resolve())

@@ -129,7 +129,7 @@ def test_text_shadow_sits_under_the_text(thickness: int) -> None:
 
 def test_reports_and_pages_use_the_overlay_colours() -> None:
     """The batch report and the live view page colour labels as the overlay draws them."""
-    from realtime.batch_report import COLOURS as REPORT
+    from realtime.batch.report import COLOURS as REPORT
     from realtime.overlay import COLOURS as BGR
 
     css = (Path(__file__).resolve().parent.parent / "realtime" / "static" / "serve.css").read_text()

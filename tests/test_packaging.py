@@ -156,6 +156,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_carries_packages_models_and_commands(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("realtime/__main__.py", "realtime/blazeface.py", "realtime/web/static/index.html",
+                   "realtime/batch/__main__.py", "realtime/batch/report.py",
                    "training/train.py", "realtime/models/gender_vgg16_int8.tflite",
                    "realtime/models/gender_vgg16_int8.json", "realtime/models/face_detection_short_range.tflite",
                    "realtime/models/face_detection_full_range_sparse.tflite", "realtime/models/face_landmark.tflite",
@@ -166,7 +167,7 @@ def test_wheel_carries_packages_models_and_commands(wheel: Path) -> None:
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for command in ("face-gender = realtime.__main__:main", "face-gender-web = realtime.web.__main__:main",
-                    "face-gender-train = training.__main__:main"):
+                    "face-gender-train = training.__main__:main", "face-gender-batch = realtime.batch:main"):
         assert command in text
     assert not any(n.startswith(("tests/", "data_cache/", "runs/")) for n in names)
 
@@ -196,7 +197,7 @@ def test_installed_commands_work_from_any_folder(wheel: Path, tmp_path: Path) ->
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (work / "out.mp4").stat().st_size > 0
-    for other in ("face-gender-web", "face-gender-train"):
+    for other in ("face-gender-web", "face-gender-train", "face-gender-batch"):
         proc = subprocess.run([sys.executable, str(target / "bin" / other), "--version"], cwd=work, env=env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and proc.stdout.strip() == f"{other} {PYPROJECT['project']['version']}"

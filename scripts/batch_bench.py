@@ -1,16 +1,17 @@
-"""Measure the batch driver, and put the measured numbers into docs/batch.md.
+#!/usr/bin/env python3
+"""Measure the batch driver (``face-gender-batch``) into docs/measurements/batch_*.json.
 
-  python -m realtime.batch_bench scaling --out docs/measurements/batch_scaling.json
-  python -m realtime.batch_bench demo --out docs/measurements/batch_demo_tracks.json --people-by-eye 3
-  python -m realtime.batch_bench render [--check]
+  python scripts/batch_bench.py scaling --out docs/measurements/batch_scaling.json
+  python scripts/batch_bench.py demo --out docs/measurements/batch_demo_tracks.json --people-by-eye 3
+  python scripts/render_docs.py        (puts the numbers into docs/batch.md)
 
 ``scaling`` makes short clips from the bundled demo clip (each the clip played forwards and
 backwards, so people keep moving) and runs ``python -m realtime.batch`` on them as separate processes:
 1 local worker, 2 local workers, 2 local workers with 2 threads each (oversubscribed), and Ray on
 this machine with 2 CPUs; interleaved, ``--runs`` times, best wall time kept. ``demo`` runs the demo
-clip with ``--summary`` and records its tracks. ``render`` rewrites the blocks between
-``<!-- batch:NAME -->`` and ``<!-- /batch:NAME -->`` in docs/batch.md from those JSON files
-(``--check``: report stale blocks; tests/test_batch_docs.py runs it).
+clip with ``--summary`` and records its tracks. :data:`RENDERERS` turn those JSON files into the
+``<!-- measured:batch-NAME -->`` blocks of docs/batch.md; ``scripts/render_docs.py`` (the one
+renderer of every measured block) uses them, and ``--check`` there reports stale blocks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import json
 import logging
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -30,15 +30,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cli import setup_logging
-from .machine import cpu_info
-from .paths import DEMO_CLIP, GENDER_MODEL, REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `python scripts/batch_bench.py` from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+from realtime.cli import setup_logging  # noqa: E402  (after the repo is on the path)
+from realtime.machine import cpu_info  # noqa: E402
+from realtime.paths import DEMO_CLIP, GENDER_MODEL  # noqa: E402
 
-log = logging.getLogger("realtime.batch_bench")
+log = logging.getLogger("batch_bench")
 
 MEASURED = REPO_ROOT / "docs" / "measurements"
-DOC = REPO_ROOT / "docs" / "batch.md"
-BLOCK = re.compile(r"(<!-- batch:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /batch:(?P=name) -->)", re.S)
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "local1": {"name": "local, 1 worker", "args": ["--workers", "1"], "workers": 1, "threads": 1},
@@ -174,7 +175,7 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
     one, two = by.get(CONFIGS["local1"]["name"]), by[CONFIGS["local2"]["name"]]
     commands = (previous or {}).get("commands", [])
     out: dict[str, Any] = {
-        "command": (f"python -m realtime.batch_bench scaling --configs {' '.join(args.configs)} --clips {args.clips} "
+        "command": (f"python scripts/batch_bench.py scaling --configs {' '.join(args.configs)} --clips {args.clips} "
                     f"--repeats {args.repeats}" + ("" if args.out == MEASURED / "batch_scaling.json" else
                                                    f" --out docs/measurements/{args.out.name}")),
         "commands": [*commands, {"argv": sys.argv[2:], "load_average_before": load_before, "runs": args.runs}],
@@ -222,7 +223,7 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             subprocess.run([ray_cli, "stop"], env=env, capture_output=True, timeout=120, check=False)
     best = min(runs, key=lambda r: r["wall_s"])
-    return {"command": f"python -m realtime.batch_bench cluster --clips {args.clips} --repeats {args.repeats} "
+    return {"command": f"python scripts/batch_bench.py cluster --clips {args.clips} --repeats {args.repeats} "
                        f"--runs {args.runs}",
             "machine": machine(), "model": model_info(Path(args.model)), "clips": clips,
             "load_average_before": [round(v, 2) for v in load_before], "note": args.note,
@@ -351,30 +352,14 @@ def render_demo() -> str:
             f"longer footage expect more tracks than people.\n")
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"scaling": render_scaling, "ray": render_ray, "cluster": render_cluster,
-                                           "estimate": render_estimate, "demo": render_demo}
-
-
-def render(check: bool) -> int:
-    text = DOC.read_text()
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group("name") not in RENDERERS:
-            raise SystemExit(f"error: {DOC}: unknown block {m.group('name')!r}")
-        return m.group(1) + RENDERERS[m.group("name")]() + m.group(4)
-
-    new = BLOCK.sub(sub, text)
-    if new != text:
-        if check:
-            print(f"error: generated blocks of {DOC} differ from their JSON (python -m realtime.batch_bench render)",
-                  file=sys.stderr)
-            return 1
-        DOC.write_text(new)
-    return 0
+# docs/batch.md's <!-- measured:NAME --> blocks; scripts/render_docs.py renders them with the others.
+RENDERERS: dict[str, Callable[[], str]] = {"batch-scaling": render_scaling, "batch-ray": render_ray,
+                                           "batch-cluster": render_cluster, "batch-estimate": render_estimate,
+                                           "batch-demo": render_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m realtime.batch_bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python scripts/batch_bench.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("scaling", help="1 vs 2 local workers vs Ray local")
@@ -399,16 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--people-by-eye", type=int, required=True, help="people in the clip, counted by looking")
     d.add_argument("--model", type=Path, default=GENDER_MODEL)
     d.add_argument("--out", type=Path, default=MEASURED / "batch_demo_tracks.json")
-    r = sub.add_parser("render", help="rewrite docs/batch.md's measured blocks")
-    r.add_argument("--check", action="store_true")
     args = p.parse_args(argv)
     setup_logging()
-    if args.cmd == "render":
-        return render(args.check)
     result = {"scaling": scaling, "cluster": cluster, "demo": demo}[args.cmd](args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    log.info("wrote %s: %s", args.out, json.dumps({k: v for k, v in result.items() if k not in ("rows", "tracks")}))
+    log.info("wrote %s (now: python scripts/render_docs.py): %s", args.out,
+             json.dumps({k: v for k, v in result.items() if k not in ("rows", "tracks")}))
     return 0
 
 

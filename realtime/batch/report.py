@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .overlay import hex_colour
-from .summary import LABELS, TRACK_NOTE
+from ..overlay import hex_colour
+from ..summary import LABELS, TRACK_NOTE
+from .outputs import write_bytes_replacing
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,9 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    from .batch import write_bytes_atomic
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    write_bytes_atomic(path, buf.getvalue())
+    write_bytes_replacing(path, buf.getvalue())
 
 
 def plot_tracks_by_label(videos: list[dict[str, Any]], path: Path) -> None:
@@ -132,7 +131,7 @@ img.plot{max-width:100%;border:1px solid #ddd}img.thumb{width:240px;border:1px s
 
 
 def write_report(output: Path, aggregate: dict[str, Any], plots: bool | None = None) -> Path:
-    """Plots and OUTPUT/report.html for a batch's aggregate (``realtime.batch.run_batch``).
+    """Plots and OUTPUT/report.html for a batch's aggregate (``realtime.batch.driver.run_batch``).
 
     ``plots``: draw them (default: when matplotlib is installed); without, the page says why."""
     plots = can_plot() if plots is None else plots
@@ -195,8 +194,7 @@ def write_report(output: Path, aggregate: dict[str, Any], plots: bool | None = N
         parts.append("</table>")
     parts.append("<p class=note>Made by <code>python -m realtime.batch</code>; numbers in summary.csv and "
                  "summary.json beside this page.</p></body></html>\n")
-    from .batch import write_bytes_atomic
 
     path = output / "report.html"
-    write_bytes_atomic(path, "\n".join(parts).encode("utf-8"))
+    write_bytes_replacing(path, "\n".join(parts).encode("utf-8"))
     return path
