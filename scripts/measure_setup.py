@@ -68,6 +68,7 @@ def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
 
 
 def measure_make_test(json_path: Path) -> int:
+    load_before = [round(v, 2) for v in os.getloadavg()]  # other work on the machine slows the suite
     started = time.monotonic()
     proc = run(["make", "test"], cwd=ROOT)
     wall = time.monotonic() - started
@@ -76,7 +77,7 @@ def measure_make_test(json_path: Path) -> int:
     result = {"command": "make test", "exit_status": proc.returncode, "wall_s": round(wall, 1),
               "pytest_summary": match.group(1) if match else tail[0],
               "pytest_s": float(match.group(2)) if match else None,
-              "venv_mb": round(folder_mb(ROOT / ".venv"), 1), "cpu": cpu_info()}
+              "venv_mb": round(folder_mb(ROOT / ".venv"), 1), "cpu": cpu_info(), "load_average_before": load_before}
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     log.info("%s", json.dumps({k: v for k, v in result.items() if k != "cpu"}))
     return proc.returncode

@@ -427,8 +427,10 @@ def setup() -> str:
     if not (MEASURED / "setup.json").is_file():
         return "Not measured yet: `python3 scripts/measure_setup.py --json docs/measurements/setup.json`.\n"
     r = load("setup.json")
-    return (f"Measured by `python3 scripts/measure_setup.py` on {machine(r)}, a warm checkout: `make test` took "
-            f"{r['wall_s'] / 60:.1f} min ({r['pytest_summary']}), and `.venv` with every extra installed holds "
+    busy_before = r.get("load_average_before")
+    busy = f" (load average {busy_before[0]:.1f} when it started)" if busy_before else ""
+    return (f"Measured by `python3 scripts/measure_setup.py` on {machine(r)}, a warm checkout{busy}: `make test` "
+            f"took {r['wall_s'] / 60:.1f} min ({r['pytest_summary']}), and `.venv` with every extra installed holds "
             f"{r['venv_mb'] / 1024:.1f} GB.\n")
 
 
