@@ -96,3 +96,20 @@ def read_response(sock: socket.socket) -> bytes:
         assert chunk, data
         body += chunk
     return head
+
+
+def test_a_webcam_websocket_outlives_the_request_timeouts(port: int, face_image: object) -> None:
+    """The upgrade hands the connection to the WebSocket protocol: the head/body deadlines must not
+    follow it there (they once closed every webcam connection after --body-timeout)."""
+    import json
+
+    import cv2
+    from websockets.sync.client import connect
+
+    ok, jpeg = cv2.imencode(".jpg", cv2.resize(face_image, (320, 375)))  # type: ignore[call-overload]
+    assert ok
+    with connect(f"ws://127.0.0.1:{port}/api/live", origin=f"http://127.0.0.1:{port}", open_timeout=10) as ws:
+        for _ in range(2):
+            ws.send(jpeg.tobytes())
+            assert json.loads(ws.recv(timeout=10))["faces"]
+            time.sleep(HEAD_S + BODY_S + 1.5)  # past both deadlines

@@ -58,6 +58,9 @@ class TimedH11Protocol(H11Protocol):
 
     def _follow(self) -> None:
         """Move the deadline along with what the client has sent so far."""
+        if self._handed_over():  # upgraded to a WebSocket: its own rules apply from here on
+            self._disarm()
+            return
         state = self.conn.their_state
         if state is h11.IDLE:
             return  # still in the head (the head deadline stands)
@@ -78,9 +81,14 @@ class TimedH11Protocol(H11Protocol):
             self._deadline.cancel()
         self._deadline, self._waiting_for = None, None
 
+    def _handed_over(self) -> bool:
+        """Whether uvicorn gave the connection to another protocol (a WebSocket upgrade)."""
+        get = getattr(self.transport, "get_protocol", None)
+        return get is not None and get() is not self
+
     def _expired(self, what: str) -> None:
         self._deadline, self._waiting_for = None, None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._handed_over():
             return
         where = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         log.info("closed a connection from %s: the request %s arrived too slowly", where, what)
