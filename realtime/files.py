@@ -102,11 +102,6 @@ class Output:
         return self.path is None or str(self.path) == STDOUT or is_special(self.path)
 
 
-def refuse_overlap(outputs: Iterable[tuple[str, Path | None, bool]], inputs: Iterable[Path]) -> None:
-    """Refuse outputs that would write an input: ``outputs`` are ``(option, path, is_folder)``."""
-    check_outputs([Output(option, path, folder) for option, path, folder in outputs], inputs)
-
-
 def check_outputs(outputs: Iterable[Output], inputs: Iterable[Path | str] = ()) -> None:
     """The one rule for every command, before anything is written: no output writes an input, and
     no two outputs write one file.

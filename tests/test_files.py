@@ -10,6 +10,7 @@ import pytest
 
 from realtime import files
 from realtime.errors import UserError
+from realtime.files import Output
 
 
 def test_atomic_write_replaces_only_when_complete(tmp_path: Path) -> None:
@@ -57,23 +58,23 @@ def test_disk_full_is_one_clear_error_and_leaves_nothing(tmp_path: Path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_refuse_overlap_with_inputs(tmp_path: Path) -> None:
+def test_outputs_never_write_an_input(tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"x")
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     with pytest.raises(UserError, match="is the input"):
-        files.refuse_overlap([("--output", clip, False)], [clip])
+        files.check_outputs([Output("--output", clip)], [clip])
     with pytest.raises(UserError, match="is the input"):
-        files.refuse_overlap([("--jsonl", tmp_path / "." / "clip.mp4", False)], [clip])
+        files.check_outputs([Output("--jsonl", tmp_path / "." / "clip.mp4")], [clip])
     for out in (photos, photos / "sub", photos / "labelled"):
         with pytest.raises(UserError, match="overlaps the input"):
-            files.refuse_overlap([("--output", out, True)], [photos])
+            files.check_outputs([Output("--output", out, folder=True)], [photos])
     with pytest.raises(UserError, match="overlaps the input"):
-        files.refuse_overlap([("--output", tmp_path, True)], [photos])  # contains the input
-    files.refuse_overlap([("--output", tmp_path / "labelled", True), ("--jsonl", tmp_path / "o.jsonl", False)],
-                         [photos])
-    files.refuse_overlap([("--jsonl", Path("/dev/null"), False)], [clip])
+        files.check_outputs([Output("--output", tmp_path, folder=True)], [photos])  # contains the input
+    files.check_outputs([Output("--output", tmp_path / "labelled", folder=True),
+                         Output("--jsonl", tmp_path / "o.jsonl")], [photos])
+    files.check_outputs([Output("--jsonl", Path("/dev/null"))], [clip])
     assert clip.read_bytes() == b"x"
 
 
