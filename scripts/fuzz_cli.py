@@ -121,8 +121,7 @@ def check(cmd: list[str], work: Path, failed_outputs: list[Path], allowed: tuple
         problems.append("unexpected_exit")
     if "Traceback" in err:
         problems.append("traceback")
-    if proc.returncode not in (0, -0) and proc.returncode > 0 and not any(
-            line.startswith(("error:", "warning:")) for line in err.splitlines()):
+    if proc.returncode > 0 and not any(line.startswith(("error:", "warning:")) for line in err.splitlines()):
         problems.append("no_error_line")
     # A source that breaks part-way keeps what was done and says so ("...; kept video X (3 frames)");
     # any other failure leaves no output at a final name.
