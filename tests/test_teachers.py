@@ -237,3 +237,26 @@ def test_teach_says_what_is_missing(prepared_cache: Path, tmp_path: Path) -> Non
     proc = run_training("train", "--data", str(prepared_cache), "--run", str(tmp_path / "r"), "--teacher-cache",
                         str(tmp_path / "nothing"), timeout=120)
     assert proc.returncode == 2 and "run `python -m training teach" in proc.stderr, proc.stderr
+
+
+def test_agreement_mix_lets_the_label_decide_where_teachers_disagree(distill_cache: tuple[Path, np.ndarray]) -> None:
+    from realtime.errors import UserError
+    from training.data import load_cache
+
+    cache_dir, _ = distill_cache
+    cache = load_cache(cache_dir)
+    given = cache.labels()
+    agreed = np.where(given == 1, 0.1, 0.9)
+    split_face = 1  # faceres says female for sure, Cydral male for sure
+    faceres, cydral = agreed.copy(), agreed.copy()
+    faceres[split_face], cydral[split_face] = 0.0, 1.0
+    folder = fake_teacher_cache(cache_dir, len(given), {"faceres": faceres, "cydral": cydral})
+    kw = {"teachers": ("faceres", "cydral"), "teacher_weight": 0.7, "clean": "off", "feature": False}
+    mixed = build_targets(cache, folder, mix="agreement", **kw)
+    fixed = build_targets(cache, folder, **kw)
+    assert mixed.p_female[split_face] == pytest.approx(given[split_face], abs=1e-6)  # the label decides
+    others = np.arange(len(given)) != split_face
+    assert np.allclose(mixed.p_female[others], fixed.p_female[others], atol=1e-6)  # full agreement: as fixed
+    assert mixed.report["teacher_mix"] == "agreement" and mixed.report["mean_teacher_weight"] < 0.7
+    with pytest.raises(UserError, match="--teacher-mix"):
+        build_targets(cache, folder, mix="vote", **kw)

@@ -102,8 +102,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         age_head=args.age_head, age_weight=args.age_weight, child_gender_weight=args.child_gender_weight,
         lr_schedule=args.lr_schedule, patience=args.patience, swa=args.swa,
         teacher_cache=_teacher_cache(args), teachers=tuple(args.teachers.split(",")),
-        teacher_weight=args.teacher_weight, feature_weight=args.feature_weight, clean_labels=args.clean_labels,
-        clean_threshold=args.clean_threshold,
+        teacher_weight=args.teacher_weight, teacher_mix=args.teacher_mix, feature_weight=args.feature_weight,
+        clean_labels=args.clean_labels, clean_threshold=args.clean_threshold,
     )
     state = train(cfg, resume=args.resume, force=args.force)
     log.info("training done: best val score %.4f at epoch %s", state["best_val_acc"], state["best_epoch"])
@@ -261,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--teacher-weight", type=unit_float, default=0.7,
                    help="share of the teachers' combined p(female) in the gender target; the rest is the "
                         "label (default 0.7)")
+    g.add_argument("--teacher-mix", choices=("fixed", "agreement"), default="fixed",
+                   help="fixed: every face gets --teacher-weight; agreement: that weight times how much the "
+                        "teachers agree on the face (1 - the spread of their p(female)), so the label decides "
+                        "where they disagree (default fixed)")
     g.add_argument("--feature-weight", type=non_negative_float, default=0.5,
                    help="weight of the cosine loss on faceres' 1024-d face feature, through a projection "
                         "head that export drops; 0 = none (default 0.5)")

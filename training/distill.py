@@ -4,7 +4,8 @@ For every crop of a prepared cache, :func:`build_targets` turns the teachers' ou
 the student learns from:
 
 * a soft gender target: ``teacher_weight`` x the teachers' combined p(female) + the rest x the
-  (cleaned) label. Teachers are combined as the mean of their logits, each divided by its
+  (cleaned) label (with ``mix="agreement"`` that weight shrinks on faces where the teachers
+  disagree with each other). Teachers are combined as the mean of their logits, each divided by its
   temperature (1 = as the teacher says);
 * the faceres 1024-d face feature (cosine loss through the student's training-only ``feature``
   head);
@@ -37,6 +38,7 @@ DEFAULT_TEACHERS = ("faceres", "agegender", "cydral", "shipped")
 CLEANING_TEACHERS = ("faceres", "cydral")  # AgeGenderNet saw most of UTKFace in training
 AGE_TEACHERS = ("faceres", "agegender", "cydral", "shipped")
 EPS = 1e-4
+MIXES = ("fixed", "agreement")  # how the teachers' share of the gender target is set per face
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -89,10 +91,18 @@ def load_teacher_outputs(cache: Cache, folder: Path, names: tuple[str, ...]) -> 
 
 def build_targets(cache: Cache, folder: Path, teachers: tuple[str, ...] = DEFAULT_TEACHERS,
                   teacher_weight: float = 0.7, temperatures: dict[str, float] | None = None,
-                  clean: str = "flip", clean_threshold: float = 0.9, feature: bool = True) -> Targets:
-    """Distillation targets for every crop of ``cache`` from the teacher outputs in ``folder``."""
+                  clean: str = "flip", clean_threshold: float = 0.9, feature: bool = True,
+                  mix: str = "fixed") -> Targets:
+    """Distillation targets for every crop of ``cache`` from the teacher outputs in ``folder``.
+
+    ``mix``: ``fixed`` gives every face ``teacher_weight`` × the teachers' combined p(female) +
+    the rest × the label; ``agreement`` scales that weight per face by how much the teachers agree
+    (1 − the spread between the highest and lowest teacher p(female)), so where they disagree with
+    each other the label decides."""
     if not 0.0 <= teacher_weight <= 1.0:
         raise UserError(f"--teacher-weight must be in [0, 1], got {teacher_weight}")
+    if mix not in MIXES:
+        raise UserError(f"--teacher-mix must be one of {', '.join(MIXES)}, got {mix!r}")
     if clean not in ("flip", "off"):
         raise UserError(f"--clean-labels must be flip or off, got {clean!r}")
     names = tuple(dict.fromkeys((*teachers, *(CLEANING_TEACHERS if clean != "off" else ()))))
@@ -103,7 +113,11 @@ def build_targets(cache: Cache, folder: Path, teachers: tuple[str, ...] = DEFAUL
     change = flags & (splits != "test")
     labels[change] = 1 - labels[change]
     soft = combine({n: p_f[n] for n in teachers}, temperatures)
-    target = (teacher_weight * soft + (1.0 - teacher_weight) * labels).astype(np.float32)
+    weight = np.full(len(labels), teacher_weight, np.float32)
+    if mix == "agreement":
+        stacked = np.stack([p_f[n] for n in teachers])
+        weight = teacher_weight * (1.0 - (stacked.max(axis=0) - stacked.min(axis=0)))
+    target = (weight * soft + (1.0 - weight) * labels).astype(np.float32)
     ages = cache.ages()
     teacher_age = np.nanmean(np.stack([tc.age(n) for n in AGE_TEACHERS if tc.has(n)]), axis=0) \
         if any(tc.has(n) for n in AGE_TEACHERS) else np.full(len(ages), np.nan, np.float32)
@@ -114,7 +128,8 @@ def build_targets(cache: Cache, folder: Path, teachers: tuple[str, ...] = DEFAUL
             raise UserError(f"{folder}: the feature loss needs the faceres teacher's outputs")
         feat = tc.feature()
     report = {
-        "teachers": list(teachers), "teacher_weight": teacher_weight, "temperatures": temperatures or {},
+        "teachers": list(teachers), "teacher_weight": teacher_weight, "teacher_mix": mix,
+        "mean_teacher_weight": float(weight.mean()), "temperatures": temperatures or {},
         "clean": clean, "clean_threshold": clean_threshold, "cleaning_teachers": list(CLEANING_TEACHERS),
         "flagged": {s: int((flags & (splits == s)).sum()) for s in ("train", "val", "test")},
         "labels_changed": {s: int((change & (splits == s)).sum()) for s in ("train", "val")},

@@ -72,6 +72,7 @@ class TrainConfig:
     teacher_cache: str = ""  # folder of teacher outputs (CACHE/teachers); "" = no teachers
     teachers: tuple[str, ...] = DEFAULT_TEACHERS
     teacher_weight: float = 0.7  # share of the teachers' p(female) in the gender target (the rest: the label)
+    teacher_mix: str = "fixed"  # fixed share per face, or scaled by the teachers' agreement (distill.MIXES)
     feature_weight: float = 0.5  # weight of the cosine loss on faceres' face feature (0: no feature head)
     clean_labels: str = "flip"  # flip train/val labels that the cleaning teachers confidently contradict
     clean_threshold: float = 0.9
@@ -290,7 +291,7 @@ class Trainer:
         if cfg.teacher_cache:
             self.targets = build_targets(self.cache, Path(cfg.teacher_cache), tuple(cfg.teachers), cfg.teacher_weight,
                                          clean=cfg.clean_labels, clean_threshold=cfg.clean_threshold,
-                                         feature=cfg.feature_weight > 0)
+                                         feature=cfg.feature_weight > 0, mix=cfg.teacher_mix)
         if cfg.age_head and not self.own_ages and not np.isfinite(self.targets.age[self.train_idx]).any():
             raise UserError(f"{cfg.data}: the age head needs ages, and this cache has none")
         self.y_val = self.targets.labels[self.val_idx]
