@@ -67,16 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder with female/ and male/ photos")
     parser.add_argument("--model", action="append", required=True, help=".tflite model (repeat to compare)")
+    parser.add_argument("--label", action="append", default=[],
+                        help="what each model is (repeat once per --model, in order; stored in the JSON)")
     parser.add_argument("--json", required=True, help="where to write the scores")
     args = parser.parse_args(argv)
     setup_logging(False)
+    if args.label and len(args.label) != len(args.model):
+        parser.error(f"give one --label per --model ({len(args.model)}), got {len(args.label)}")
     from training.metrics import paired_gain
 
     rows, first = [], None
-    for name in args.model:
+    for k, name in enumerate(args.model):
         model = Path(name)
         truth, ans, side, no_face = answers(model, Path(args.data))
-        row = {"model": model.name, "path": name, "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        row = {"model": model.name, "path": name, **({"label": args.label[k]} if args.label else {}),
+               "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
                "no_face": no_face, **scores(truth, ans, side)}
         correct = side == truth.astype(int)
         if first is not None:

@@ -239,6 +239,17 @@ def test_compare_on_val_scores_and_times_each_model(exported: Path, age_export: 
     assert "vs_previous" not in first and gain["model"] == first["model"]
     assert gain["gain"] == pytest.approx(second["score"] - first["score"], abs=2e-4)
     assert gain["ci95"][0] <= gain["ci95"][1]
+    # an ablation: every model against the first (a baseline), each with a label saying what it is
+    out = work / "compare" / "ablation.json"
+    assert mod.main(["--data", str(cache), "--model", str(exported), "--model", str(age_export), "--model",
+                     str(exported), "--label", "base", "--label", "age head", "--label", "base again", "--vs", "first",
+                     "--mask-templates", "none", "--timed-faces", "2", "--timing-rounds", "1",
+                     "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["models"]
+    assert [r["label"] for r in rows] == ["base", "age head", "base again"]
+    assert rows[2]["vs_first"]["model"] == str(exported) and rows[2]["vs_first"]["gain"] == 0.0
+    assert rows[1]["vs_first"]["gain"] == pytest.approx(rows[1]["score"] - rows[0]["score"], abs=2e-4)
+    assert mod.main(["--data", str(cache), "--model", str(exported), "--label", "a", "--label", "b"]) == 2
 
 
 def test_swa_keeps_the_mean_of_every_epoch_across_resume(runs: dict, cache: Path, work: Path) -> None:
