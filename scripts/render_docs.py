@@ -562,8 +562,10 @@ def model_card() -> str:
         return load(name) if (MEASURED / name).is_file() else None
 
     trials = [json.loads(path.read_text()) for path in sorted(MEASURED.glob("trial_*.json"))]
+    distillation = (optional("distill_val.json"), optional("distill_web.json"), optional("teachers.json"),
+                    optional("size_tradeoff_distilled.json"))
     return render_card(meta, optional("size_tradeoff.json"), optional("face_region.json"),
-                       meta.get("training_curve") or [], meta.get("reproduce", ""), trials)
+                       meta.get("training_curve") or [], meta.get("reproduce", ""), trials, distillation)
 
 
 def render(text: str, path: Path) -> str:

@@ -10,7 +10,9 @@ UTKFace (``--web``, female/ and male/; each photo goes through the runtime's sti
 and the largest face is used, as ``training evaluate`` does). Each row is a teacher or a
 combination (mean of logits, ``training.distill.combine``); the score is balanced accuracy at
 0.5, with both recalls. The combination that distillation uses is chosen from this table. The
-test split is never read.
+JSON also keeps how many train and validation labels the teachers' label cleaning changes
+(``training.distill.flagged_faces``) and what ``teach`` measured of each teacher (its check against
+the reference outputs, ms per face). The test split is never read.
 """
 
 from __future__ import annotations
@@ -65,6 +67,24 @@ def val_outputs(data: Path, teachers: tuple[str, ...]) -> tuple[np.ndarray, dict
     return cache.labels()[idx], {n: p[idx] for n, p in p_f.items()}
 
 
+def label_cleaning(data: Path, threshold: float = 0.9) -> dict:
+    """How many train and val labels the cleaning rule flips (all ages, and adults)."""
+    from training.data import load_cache
+    from training.distill import CLEANING_TEACHERS, flagged_faces, load_teacher_outputs
+
+    cache = load_cache(data)
+    _, p_f = load_teacher_outputs(cache, data / "teachers", CLEANING_TEACHERS)
+    flags = flagged_faces(cache.labels(), p_f, threshold)
+    out: dict = {"teachers": list(CLEANING_TEACHERS), "threshold": threshold, "changed": {}, "changed_adults": {},
+                 "faces": {}}
+    for split in ("train", "val"):
+        idx, adults = cache.indices(split), cache.indices(split, min_age=13)
+        out["faces"][split] = int(len(idx))
+        out["changed"][split] = int(flags[idx].sum())
+        out["changed_adults"][split] = int(flags[adults].sum())
+    return out
+
+
 def web_outputs(folder: Path, teachers_dir: Path, names: tuple[str, ...], model: str
                 ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     from realtime.crop import largest_box
@@ -112,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     y, p_f = val_outputs(Path(args.data), names)
     result: dict = {"cpu": cpu_info(), "teachers": list(names),
                     "val": {"set": f"{args.data} validation split, ages >= 13, labels as given",
-                            "rows": table(y, p_f)}}
+                            "rows": table(y, p_f)},
+                    "label_cleaning": label_cleaning(Path(args.data))}
+    teach_json = Path(args.data) / "teachers" / "teachers.json"
+    if teach_json.is_file():
+        teach = json.loads(teach_json.read_text())
+        result["teach"] = {name: {k: t.get(k) for k in ("ms_per_face", "reference_max_diff")}
+                           for name, t in teach.get("teachers", {}).items()}
     if args.web:
         yw, pw, no_face = web_outputs(Path(args.web), Path(args.teachers), names, args.model)
         result["web"] = {"set": f"{Path(args.web).name}: largest detected face per photo ({no_face} without "

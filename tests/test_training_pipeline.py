@@ -52,10 +52,14 @@ def cache(face_dataset: FaceDataset, work: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(cache: Path, work: Path) -> dict:
-    """One epoch, then ``--resume`` with a two-epoch schedule; snapshots of both."""
+    """A two-epoch schedule in two stages: one epoch (``--stop-after 1``), then ``--resume``;
+    snapshots of both."""
     run = work / "run"
-    check(run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:1", *TRAIN_ARGS))
-    first = {"state": state(run), "history": history(run), "mtime": (run / "last.keras").stat().st_mtime_ns}
+    staged = run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:2", "--stop-after", "1",
+                          *TRAIN_ARGS)
+    check(staged)
+    first = {"state": state(run), "history": history(run), "mtime": (run / "last.keras").stat().st_mtime_ns,
+             "log": staged.stderr}
     resumed = run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:2", "--resume",
                            *TRAIN_ARGS)
     check(resumed)
@@ -86,7 +90,8 @@ def test_train_writes_run_files(runs: dict) -> None:
     first = runs["first"]
     assert first["state"]["epochs_done"] == 1
     assert first["state"]["best_epoch"] == 1
-    assert first["state"]["config"]["schedule"] == [[32, 1]]
+    assert first["state"]["config"]["schedule"] == [[32, 2]]
+    assert "stopped after epoch 1 of 2 as asked (--stop-after)" in first["log"]
     rows = first["history"]
     assert [(r["epoch"], r["size"]) for r in rows] == [("1", "32")]
     for key in ("loss", "acc", "val_acc", "val_masked_acc"):

@@ -105,7 +105,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         teacher_weight=args.teacher_weight, teacher_mix=args.teacher_mix, feature_weight=args.feature_weight,
         clean_labels=args.clean_labels, clean_threshold=args.clean_threshold,
     )
-    state = train(cfg, resume=args.resume, force=args.force)
+    state = train(cfg, resume=args.resume, force=args.force, stop_after=args.stop_after)
     log.info("training done: best val score %.4f at epoch %s", state["best_val_acc"], state["best_epoch"])
     return 0
 
@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upper: train on the upper half of the face only (masked-face experiment)")
     p.add_argument("--resume", action="store_true", help="continue the run from last.keras")
     p.add_argument("--force", action="store_true", help="start over in a run folder that holds a run")
+    p.add_argument("--stop-after", type=non_negative_int, default=0, metavar="N",
+                   help="stop once N epochs of the schedule are done (a stage that fits a session; the "
+                        "learning-rate schedule stays that of the whole schedule); the same command with "
+                        "--resume goes on (default: train the whole schedule)")
     p.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--val-limit", type=int, default=0, help=argparse.SUPPRESS)
     g = p.add_argument_group("distillation (teacher outputs from `teach`)")

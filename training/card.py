@@ -175,6 +175,133 @@ def teachers_section(dist: dict | None) -> list[str]:
     return lines
 
 
+def _gain(g: dict | None) -> str:
+    return "–" if not g else (f"{g['gain'] * 100:+.2f} ({g['ci95'][0] * 100:+.2f} to "
+                              f"{g['ci95'][1] * 100:+.2f})")
+
+
+def beats_baseline(val_gain: dict | None, web_gain: dict | None) -> bool:
+    """The ship rule for a candidate that misses its targets: better than the baseline beyond the
+    noise on one validation set (the 95 % interval of the gain above 0) and not worse beyond the
+    noise on the other (its interval reaches 0)."""
+    if not val_gain or not web_gain:
+        return False
+    (v_lo, v_hi), (w_lo, w_hi) = val_gain["ci95"], web_gain["ci95"]
+    return (v_lo > 0 and w_hi >= 0) or (w_lo > 0 and v_hi >= 0)
+
+
+def ablation_rows(val: dict, web: dict | None) -> list[dict]:
+    """``scripts/compare_on_val.py --vs first`` rows joined with ``scripts/score_folder.py`` rows
+    (same model by SHA-256); the first row is the baseline."""
+    by_sha = {r["sha256"]: r for r in (web or {}).get("rows", [])}
+    return [{"val": r, "web": by_sha.get(r["sha256"])} for r in val["models"]]
+
+
+def ablation_table(val: dict, web: dict | None) -> list[str]:
+    """Which lever moved what: each candidate against the baseline on both validation sets."""
+    rows = ablation_rows(val, web)
+    base = rows[0]["val"]
+    lines = [f"Int8, each model with its own metadata; gains in points against `{base['model']}` on the same "
+             "faces, with a paired-bootstrap 95 % interval. UTKFace validation: `scripts/compare_on_val.py --vs "
+             f"first` on {describe_cpu(val['cpu'])}, the {val['split']} split ({val['n']} faces), score = mean of "
+             "the plain and synthetic-mask balanced accuracy. Web portraits: `scripts/score_folder.py`, "
+             f"{web['data'] if web else '–'} (not UTKFace, never trained on; detector and crop as in use), balanced "
+             "accuracy and the female − male recall gap.", "",
+             "| candidate: what changed | px | UTKFace val score | vs baseline | web portraits | vs baseline "
+             "| F − M gap | ms / face |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v, w = r["val"], r["web"]
+        gap = f"{w['gap_female_minus_male'] * 100:+.1f}" if w else "–"
+        lines.append(f"| {v.get('label', v['model'])} | {v['input_size']} | {v['score']:.4f} | "
+                     f"{_gain(v.get('vs_first'))} | {pct(w['balanced_accuracy']) if w else '–'} | "
+                     f"{_gain(w.get('vs_first')) if w else '–'} | "
+                     f"{gap} | "
+                     f"{v['ms_per_face']:.2f} ({v['ms_vs_first']:.2f}x) |")
+    return lines
+
+
+def ship_verdict(val: dict, web: dict | None, max_cost: float = 2.0) -> str:
+    """The ship decision against the baseline, from the ablation's measurements."""
+    rows = ablation_rows(val, web)
+    base = rows[0]["val"]
+    fit = [r for r in rows[1:] if r["val"]["ms_vs_first"] <= max_cost]
+    winners = [r for r in fit if beats_baseline(r["val"].get("vs_first"), (r["web"] or {}).get("vs_first"))]
+    best = max(fit, key=lambda r: r["val"]["score"], default=None)
+    if winners:
+        top = max(winners, key=lambda r: r["val"]["score"])["val"]
+        return f"**Ship decision:** {top.get('label', top['model'])} beats `{base['model']}` beyond the noise."
+    text = (f"**Ship decision: `{base['model']}` stays.** No candidate within {max_cost:g}x its per-face cost "
+            "beats it beyond the noise on one validation set without losing beyond the noise on the other")
+    if best:
+        bv = best["val"]
+        text += (f" (best UTKFace validation score: {bv.get('label', bv['model'])}, "
+                 f"{_gain(bv.get('vs_first'))} points)")
+    return text + "."
+
+
+def distillation_section(val: dict | None, web: dict | None, teachers: dict | None,
+                         sizes: dict | None) -> list[str]:
+    """Model v3 by distillation from face-pretrained teachers: the teachers, the labels they
+    changed, the ablation against the shipped model, the input-size sweep and the decision."""
+    if not val:
+        return []
+    from .teachers import TEACHER_INFO
+
+    lines = ["", "## Distillation from face-pretrained teachers (model v3 candidates)", "",
+             "Teachers that ship inside npm and PyPI packages were run once over every prepared crop "
+             "(`python -m training teach`); candidates were then fine-tuned from this model on their soft "
+             "gender targets mixed with the labels, faceres' face feature (a training-only head, dropped at "
+             "export) and their ages (`train --teacher-cache auto`). Each was exported to int8 like this "
+             "model and scored on two validation sets; the test split chose nothing. "
+             "Reproduce the candidates: `bash scripts/train_distilled_candidates.sh DATA_DIR`.", "",
+             "### Teachers", "",
+             "| teacher | package and files | licence | what the student takes from it | UTKFace val | web portraits "
+             "| ms / face (teach) |", "|---|---|---|---|---|---|---|"]
+    t_rows = (teachers or {}).get("val", {}).get("rows", {})
+    w_rows = (teachers or {}).get("web", {}).get("rows", {})
+    teach = (teachers or {}).get("teach", {})
+    for name, (package, licence, gives) in TEACHER_INFO.items():
+        ms = (teach.get(name) or {}).get("ms_per_face")
+        lines.append(f"| {name} | {package} | {licence} | {gives} "
+                     f"| {pct((t_rows.get(name) or {}).get('balanced_accuracy'))} "
+                     f"| {pct((w_rows.get(name) or {}).get('balanced_accuracy'))} "
+                     f"| {'–' if ms is None else f'{ms:.1f}'} |")
+    mean = next((k for k in t_rows if k.startswith("mean(") and "shipped" not in k), None)
+    if mean:
+        lines += ["", f"Balanced accuracy at 0.5 (`scripts/teacher_table.py`). The mean of the three face teachers' "
+                  f"logits ({mean}) scores {pct(t_rows[mean]['balanced_accuracy'])} on UTKFace validation and "
+                  f"{pct((w_rows.get(mean) or {}).get('balanced_accuracy'))} on the web portraits: the knowledge "
+                  "a student could take."]
+    clean = (teachers or {}).get("label_cleaning")
+    if clean:
+        lines += ["", f"**Labels changed.** Where {' and '.join(clean['teachers'])} both contradict the UTKFace "
+                  f"label with p ≥ {clean['threshold']}, distillation runs flip it (`--clean-labels flip`): "
+                  f"{clean['changed']['train']} of {clean['faces']['train']} train labels "
+                  f"({clean['changed_adults']['train']} of them adults) and {clean['changed']['val']} of "
+                  f"{clean['faces']['val']} validation labels ({clean['changed_adults']['val']} adults). The test "
+                  "split keeps its labels. AgeGenderNet was trained partly on UTKFace, so its agreement with a "
+                  "UTKFace label is not evidence; `teach` draws the 48 most confident disagreements on "
+                  "`CACHE/teachers/flagged.jpg` for a person to check. The scores below use the labels as given."]
+    lines += ["", "### Which lever moved what", "", *ablation_table(val, web)]
+    if sizes:
+        lines += ["", "### Input size with distillation", "",
+                  f"`scripts/size_tradeoff.py` on {describe_cpu(sizes['cpu'])}, LiteRT int8, {sizes['threads']} "
+                  f"threads, batch 1; accuracy on the {sizes['split']} split at threshold 0.5. A size whose "
+                  "per-face cost is over 2x the 64 px model's is ruled out before training.", "",
+                  "| input px | ms / face | x 64 px | val accuracy | val accuracy, masked | checkpoint |",
+                  "|---|---|---|---|---|---|"]
+        for r in sizes["rows"]:
+            lines.append(f"| {r['size']} | {r['ms_per_face']} | {r['cost_ratio']:.2f} | "
+                         f"{pct(r.get('val_accuracy')) if not r.get('cost_only') else 'not trained: cost only'} | "
+                         f"{pct(r.get('val_masked_accuracy'))} | `{r['checkpoint']}` |")
+        if sizes.get("note"):
+            lines += ["", sizes["note"]]
+    lines += ["", ship_verdict(val, web)]
+    if val.get("note"):
+        lines += ["", val["note"]]
+    return lines
+
+
 def threshold_note(m: dict) -> str:
     """How the threshold was set, as the exporter recorded it (older metadata: chosen on validation)."""
     rule = (m.get("validation_choices") or {}).get("threshold_rule", "")
@@ -265,9 +392,11 @@ def trial_sections(trials: list[dict]) -> list[str]:
 
 
 def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list[dict[str, str]],
-           reproduce: str, trials: list[dict] | None = None) -> str:
+           reproduce: str, trials: list[dict] | None = None, distillation: tuple | None = None) -> str:
     """The card's Markdown; ``history`` holds the training curve's rows (history.csv as dicts);
-    ``trials``: ``scripts/compare_on_val.py`` reports of candidates that were not shipped."""
+    ``trials``: ``scripts/compare_on_val.py`` reports of candidates that were not shipped;
+    ``distillation``: (ablation on validation, on the web portraits, the teacher table, the size
+    sweep), see :func:`distillation_section`."""
     m = meta["metrics"]
     test, masked = m["test"], m["test_masked"]
     child_key = next((k for k in m if k.startswith("test_children_under_")), None)
@@ -404,6 +533,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
                       f"with masks, {d_plain:+.1f} points without. The shipped model uses face region "
                       f"`{meta.get('face_region', 'full')}` (`face_region` in the metadata; the runtime applies "
                       "whichever the model was trained with)."]
+    lines += distillation_section(*(distillation or (None, None, None, None)))
     lines += trial_sections(trials or [])
     if history:
         lines += ["", "## Training curve", "", "Per epoch (validation = ages ≥ 13, threshold 0.5; training "

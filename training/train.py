@@ -377,7 +377,7 @@ class Trainer:
         return self.weights != "none"
 
     # -- main loop ------------------------------------------------------------------------
-    def fit(self, resume: bool) -> dict:
+    def fit(self, resume: bool, stop_after: int = 0) -> dict:
         last = self.run / "last.keras"
         resumed_after = -1
         if resume and last.is_file():
@@ -423,6 +423,10 @@ class Trainer:
             for epoch in range(first, end):
                 if self.state.get("stopped"):
                     log.info("validation stopped improving: %s", self.state["stopped"])
+                    return self.state
+                if stop_after and epoch >= stop_after:
+                    log.info("stopped after epoch %d of %d as asked (--stop-after); the same command with "
+                             "--resume goes on", epoch, self.total_epochs)
                     return self.state
                 frozen = self.pretrained() and epoch < self.cfg.frozen_epochs
                 lr = self.lr_at(epoch)
@@ -673,6 +677,8 @@ def plot_history(csv_path: Path, png_path: Path) -> None:
     tmp.replace(png_path)
 
 
-def train(cfg: TrainConfig, resume: bool = False, force: bool = False) -> dict:
-    return Trainer(cfg, resume, force).fit(resume)
+def train(cfg: TrainConfig, resume: bool = False, force: bool = False, stop_after: int = 0) -> dict:
+    """Train (or go on with ``resume``); ``stop_after`` > 0 stops once that many epochs of the
+    schedule are done, so a long schedule runs in stages that each fit a session."""
+    return Trainer(cfg, resume, force).fit(resume, stop_after)
 
