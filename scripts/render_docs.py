@@ -476,20 +476,13 @@ def installs() -> str:
     return "\n".join(lines) + "\n"
 
 
-def web_portraits() -> str:
-    """Models on labelled portraits that are not UTKFace, through the product path (scripts/score_folder.py)."""
-    r = load("web_portraits.json")
-    lines = [f"`python scripts/score_folder.py` on {machine(r)}: `{r['data']}` (photos that are not UTKFace; "
-             "the runtime's detector and crop, each model's own threshold):", "",
-             "| model (SHA-256) | balanced | female recall | male recall | uncertain | vs the first (95 % interval) |",
-             "|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        g = row.get("vs_first")
-        gain = "–" if not g else (f"{g['gain'] * 100:+.2f} points ({g['ci95'][0] * 100:+.2f} to "
-                                  f"{g['ci95'][1] * 100:+.2f})")
-        lines.append(f"| `{row['path']}` ({row['sha256'][:12]}…) | {_pct(row['balanced_accuracy'])} | "
-                     f"{_pct(row['recall_female'])} | {_pct(row['recall_male'])} | {_pct(row['uncertain'])} | {gain} |")
-    return "\n".join(lines) + "\n"
+def distill_ablation() -> str:
+    """Distilled candidates against the shipped model on both validation sets (the card's table)."""
+    from training.card import ablation_table, ship_verdict
+
+    val = load("distill_val.json")
+    web = load("distill_web.json") if (MEASURED / "distill_web.json").is_file() else None
+    return "\n".join([*ablation_table(val, web), "", ship_verdict(val, web)]) + "\n"
 
 
 def fuzz() -> str:
@@ -532,7 +525,7 @@ def flat_graphic() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     "flat-graphic": flat_graphic,
     "fuzz": fuzz,
-    "web-portraits": web_portraits,
+    "distill-ablation": distill_ablation,
     "setup": setup,
     "installs": installs,
     "serve-fps": serve_fps,

@@ -246,3 +246,41 @@ def test_model_card_lists_a_candidate_that_was_not_shipped() -> None:
     assert "| `old.tflite` | 96.0 % | 93.5 % | 0.9475 | - | 1.20 |" in text
     assert "+0.02 (-0.31 to +0.36) points" in text
     assert trial_sections([]) == []
+
+
+def test_distillation_ablation_computes_the_ship_decision() -> None:
+    """The card's ablation joins each candidate's validation and web-portrait scores by SHA-256 and
+    decides from the intervals: a candidate replaces the baseline only when it gains beyond the noise
+    on one set without losing beyond the noise on the other, at most 2x its per-face cost."""
+    from training.card import beats_baseline, distillation_section, ship_verdict
+
+    def gain(g: float, lo: float, hi: float) -> dict:
+        return {"gain": g, "ci95": [lo, hi]}
+
+    def val_row(label: str, sha: str, score: float, ratio: float, g: dict | None) -> dict:
+        row = {"model": f"{sha}.tflite", "label": label, "sha256": sha, "input_size": 64, "score": score,
+               "ms_per_face": 3.0 * ratio, "ms_vs_first": ratio}
+        return {**row, "vs_first": g} if g else row
+
+    def web_row(sha: str, bal: float, g: dict | None) -> dict:
+        row = {"sha256": sha, "balanced_accuracy": bal, "gap_female_minus_male": 0.04}
+        return {**row, "vs_first": g} if g else row
+
+    cpu = {"name": "a CPU", "cores": 2, "flags": []}
+    val = {"cpu": cpu, "split": "val, ages >= 13", "n": 2010,
+           "models": [val_row("baseline", "a", 0.947, 1.0, None),
+                      val_row("teachers", "b", 0.944, 1.0, gain(-0.0036, -0.0072, 0.0001)),
+                      val_row("big input", "c", 0.952, 2.3, gain(0.005, 0.001, 0.009))]}
+    web = {"data": "portraits", "rows": [web_row("a", 0.929, None), web_row("b", 0.934, gain(0.004, -0.005, 0.013)),
+                                         web_row("c", 0.94, gain(0.011, 0.002, 0.02))]}
+    assert not beats_baseline(gain(-0.0036, -0.0072, 0.0001), gain(0.004, -0.005, 0.013))  # noise both ways
+    assert beats_baseline(gain(0.004, 0.001, 0.008), gain(-0.002, -0.01, 0.001))  # better on one, not worse
+    assert not beats_baseline(gain(0.004, 0.001, 0.008), gain(-0.02, -0.03, -0.01))  # better on one, worse
+    assert not beats_baseline(gain(0.004, 0.001, 0.008), None)
+    verdict = ship_verdict(val, web)  # "big input" would win, but costs 2.3x
+    assert verdict.startswith("**Ship decision: `a.tflite` stays.**") and "teachers, -0.36 (-0.72 to +0.01)" in verdict
+    text = "\n".join(distillation_section(val, web, None, None))
+    assert "| teachers | 64 | 0.9440 | -0.36 (-0.72 to +0.01) | 93.4 % | +0.40 (-0.50 to +1.30) | +4.0 |" in text
+    assert distillation_section(None, web, None, None) == []
+    cheap = {**val, "models": [*val["models"][:2], val_row("big input", "c", 0.952, 1.5, gain(0.005, 0.001, 0.009))]}
+    assert ship_verdict(cheap, web).startswith("**Ship decision:** big input beats `a.tflite`")
