@@ -4,7 +4,9 @@
 The shipped model card (``models/MODEL_CARD.md``) is generated whole by ``training.card`` from the
 model's metadata (``models/gender_vgg16_int8.json``, written by ``training export``, with its
 training curve) and, when committed, ``docs/measurements/size_tradeoff.json``,
-``face_region.json`` and ``trial_*.json`` (candidates not shipped). Every other document holds
+``face_region.json``, ``trial_*.json`` (candidates not shipped) and the distillation ablation
+(``distill_val.json``, ``distill_web.json``, ``teachers.json``, ``size_tradeoff_distilled.json``;
+``scripts/train_distilled_candidates.sh`` writes them). Every other document holds
 generated blocks between two markers::
 
     <!-- measured:NAME -->

@@ -3,7 +3,7 @@
 
     python scripts/score_folder.py --data ../shared/data/web_portraits \
         --model runs/v2_int8.tflite --model models/gender_vgg16_int8.tflite \
-        --json docs/measurements/web_portraits.json
+        --label "model v2" --label "a candidate" --json docs/measurements/distill_web.json
 
 Each photo goes through the runtime's still-image detector and the largest face is classified by
 each model with its own metadata (``training evaluate``'s path). Scores at the model's threshold:
