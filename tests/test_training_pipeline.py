@@ -210,19 +210,58 @@ def test_age_head_trains_exports_and_runs(age_export: Path) -> None:
     assert values["apparent_age"].shape == (2,) and np.isfinite(values["apparent_age"]).all()
 
 
+def script(name: str) -> object:
+    """A script of scripts/ as a module (its ``main`` runs in this process)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_average_weights_and_the_size_sweep(runs: dict, cache: Path, work: Path) -> None:
+    """scripts/average_weights.py: shares 1 and 0 give the first model's weights, equal shares the mean,
+    and it refuses to overwrite; scripts/size_tradeoff.py scores a checkpoint and times a size it rules
+    out by cost alone."""
+    import numpy as np
+
+    from training.model import load_checkpoint, weight_layers
+
+    last, best = runs["run"] / "last.keras", runs["run"] / "best.keras"
+    avg = script("average_weights")
+    out = work / "avg" / "mean.keras"
+
+    def weights(path: Path) -> list:
+        return [w for layer in weight_layers(load_checkpoint(path)).values() for w in layer.get_weights()]
+
+    assert avg.main(["--model", str(last), "--model", str(best), "--out", str(out)]) == 0
+    mean = [(x + y) / 2 for x, y in zip(weights(last), weights(best), strict=True)]
+    assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(weights(out), mean, strict=True))
+    assert avg.main(["--model", str(last), "--model", str(best), "--out", str(out)]) == 2  # exists: --force
+    assert avg.main(["--model", str(last), "--model", str(best), "--weights", "1,0", "--out", str(out),
+                     "--force"]) == 0
+    assert all(np.allclose(x, y) for x, y in zip(weights(out), weights(last), strict=True))
+    assert avg.main(["--model", str(last), "--out", str(work / "avg" / "one.keras")]) == 2
+    sizes = script("size_tradeoff")
+    js = work / "avg" / "sizes.json"
+    assert sizes.main(["--data", str(cache), "--model", f"32={last}", "--cost-only", f"48={last}", "--rep-samples",
+                       "4", "--threads", "1", "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert [(r["size"], r["cost_only"]) for r in rows] == [(32, False), (48, True)]
+    assert 0.0 <= rows[0]["val_accuracy"] <= 1.0 and "val_accuracy" not in rows[1]
+    assert rows[0]["cost_ratio"] == 1.0 and rows[1]["cost_ratio"] > 0
+
+
 def test_compare_on_val_scores_and_times_each_model(exported: Path, age_export: Path, cache: Path,
                                                    work: Path) -> None:
     """scripts/compare_on_val.py: validation scores, SHA-256 and per-face time of each model, relative
     to the first, and the winner (what the ship decision is made from)."""
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / "compare_on_val.py"
-    spec = importlib.util.spec_from_file_location("compare_on_val", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("compare_on_val", mod)
-    spec.loader.exec_module(mod)
+    mod = script("compare_on_val")
     out = work / "compare" / "decision.json"
     out.parent.mkdir()
     assert mod.main(["--data", str(cache), "--model", str(exported), "--model", str(age_export),
