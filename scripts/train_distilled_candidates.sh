@@ -7,7 +7,7 @@
 # labelled folder of photos that are not UTKFace (female/, male/), the second validation set; without
 # it the web-portrait columns stay empty. Needs requirements-train.txt and requirements-teach.txt, and
 # npm (or the teacher files already in data_cache/teachers: see README "Teachers").
-# CPU: about 12-25 minutes per 64 px epoch on 2 cores, 16 epochs in all (a GPU machine: minutes). Every
+# CPU: about 12-25 minutes per 64 px epoch on 2 cores, 18 epochs in all (a GPU machine: minutes). Every
 # training stage stops where the recorded candidate stopped (--stop-after) and resumes after an
 # interruption (run the same line again); exports and scores are redone only when missing.
 set -euo pipefail
@@ -71,6 +71,11 @@ stage runs/v7_agree --teachers faceres,agegender,cydral --teacher-weight 0.5 --t
   --age-weight 0.005 --lr 1e-4 --frozen-epochs 0 --schedule 64:4 --lr-schedule plateau --patience 3 \
   --mask-prob 0.5 --seed 11 --stop-after 2
 export_int8 runs/v7_agree/best.keras 64 runs/v7_agree_export
+# v8: as v4 without the label cleaning (UTKFace labels as given); stopped after 2.
+stage runs/v8_noclean --teachers faceres,agegender,cydral --teacher-weight 0.5 --clean-labels off \
+  --age-weight 0.005 --lr 1e-4 --frozen-epochs 0 --schedule 64:10 --lr-schedule plateau --patience 4 \
+  --mask-prob 0.5 --seed 8 --stop-after 2
+export_int8 runs/v8_noclean/best.keras 64 runs/v8_noclean_export
 # Weight average of v2 and v4 (both from v2's weights, so one basin).
 [ -f runs/soup/v2_v4.keras ] || $PY scripts/average_weights.py --model models/gender_vgg16_float16.npz \
   --model runs/v4/best.keras --out runs/soup/v2_v4.keras
@@ -78,7 +83,7 @@ export_int8 runs/soup/v2_v4.keras 64 runs/soup_export
 
 # The ablation: every candidate against v2 on the UTKFace validation split and on WEB_DIR.
 MODELS=("$V2" runs/v3_heads_export runs/v3_whole_export runs/v4_export runs/v5_export runs/v6_80_export
-        runs/v7_agree_export runs/soup_export)
+        runs/v7_agree_export runs/v8_noclean_export runs/soup_export)
 LABELS=("model v2 (shipped; the baseline)"
         "v3 heads only: 3 face teachers at weight 0.7, feature head, cleaned labels; backbone frozen, 1 epoch"
         "v3 whole network: as above, then 3 epochs of the whole network (cosine 2.6e-5)"
@@ -86,6 +91,7 @@ LABELS=("model v2 (shipped; the baseline)"
         "v5: teacher weight 0.9, v2 as a 4th teacher, 2 epochs"
         "v6: 80 px input, 4 teachers at 0.5, 2 epochs"
         "v7: as v4, teacher share scaled by the teachers' agreement, 2 epochs"
+        "v8: as v4 without label cleaning, 2 epochs"
         "soup: the mean of v2's and v4's weights")
 ARGS=()
 for i in "${!MODELS[@]}"; do
