@@ -63,6 +63,10 @@ def runs(cache: Path, work: Path) -> dict:
     resumed = run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:2", "--resume",
                            *TRAIN_ARGS)
     check(resumed)
+    again = run_training("train", "--data", str(cache), "--run", str(run), "--schedule", "32:2", "--stop-after", "1",
+                         "--resume", *TRAIN_ARGS)  # a stage already done: nothing is trained or changed
+    check(again)
+    assert "2 epochs already done (--stop-after 1): nothing to train" in again.stderr
     return {"run": run, "first": first, "second": {"state": state(run), "history": history(run)},
             "resume_log": resumed.stderr, "resume_stdout": resumed.stdout}
 

@@ -175,6 +175,11 @@ def teachers_section(dist: dict | None) -> list[str]:
     return lines
 
 
+def _cpu(cpu: dict | str) -> str:
+    """A measurement's machine: ``cpu_info()`` (described) or, in older JSON, its name only."""
+    return describe_cpu(cpu) if isinstance(cpu, dict) else cpu
+
+
 def _gain(g: dict | None) -> str:
     return "–" if not g else (f"{g['gain'] * 100:+.2f} ({g['ci95'][0] * 100:+.2f} to "
                               f"{g['ci95'][1] * 100:+.2f})")
@@ -253,7 +258,8 @@ def distillation_section(val: dict | None, web: dict | None, teachers: dict | No
              "gender targets mixed with the labels, faceres' face feature (a training-only head, dropped at "
              "export) and their ages (`train --teacher-cache auto`). Each was exported to int8 like this "
              "model and scored on two validation sets; the test split chose nothing. "
-             "Reproduce the candidates: `bash scripts/train_distilled_candidates.sh DATA_DIR`.", "",
+             "Reproduce the candidates and every table below: `bash scripts/train_distilled_candidates.sh "
+             "DATA_DIR WEB_DIR`.", "",
              "### Teachers", "",
              "| teacher | package and files | licence | what the student takes from it | UTKFace val | web portraits "
              "| ms / face (teach) |", "|---|---|---|---|---|---|---|"]
@@ -266,8 +272,8 @@ def distillation_section(val: dict | None, web: dict | None, teachers: dict | No
                      f"| {pct((t_rows.get(name) or {}).get('balanced_accuracy'))} "
                      f"| {pct((w_rows.get(name) or {}).get('balanced_accuracy'))} "
                      f"| {'–' if ms is None else f'{ms:.1f}'} |")
-    mean = next((k for k in t_rows if k.startswith("mean(") and "shipped" not in k), None)
-    if mean:
+    mean = f"mean({'+'.join(n for n in TEACHER_INFO if n != 'shipped')})"
+    if mean in t_rows:
         lines += ["", f"Balanced accuracy at 0.5 (`scripts/teacher_table.py`). The mean of the three face teachers' "
                   f"logits ({mean}) scores {pct(t_rows[mean]['balanced_accuracy'])} on UTKFace validation and "
                   f"{pct((w_rows.get(mean) or {}).get('balanced_accuracy'))} on the web portraits: the knowledge "
@@ -285,20 +291,22 @@ def distillation_section(val: dict | None, web: dict | None, teachers: dict | No
     lines += ["", "### Which lever moved what", "", *ablation_table(val, web)]
     if sizes:
         lines += ["", "### Input size with distillation", "",
-                  f"`scripts/size_tradeoff.py` on {describe_cpu(sizes['cpu'])}, LiteRT int8, {sizes['threads']} "
-                  f"threads, batch 1; accuracy on the {sizes['split']} split at threshold 0.5. A size whose "
-                  "per-face cost is over 2x the 64 px model's is ruled out before training.", "",
+                  f"`scripts/size_tradeoff.py` on {_cpu(sizes['cpu'])}, LiteRT int8, {sizes['threads']} "
+                  f"threads, batch 1 (the sizes take turns over the timing rounds); accuracy on the "
+                  f"{sizes['split']} split at threshold 0.5. A size costing over 2x the 64 px model per face "
+                  "would be ruled out without training; a size listed as cost only was timed, not trained.", "",
                   "| input px | ms / face | x 64 px | val accuracy | val accuracy, masked | checkpoint |",
                   "|---|---|---|---|---|---|"]
         for r in sizes["rows"]:
-            lines.append(f"| {r['size']} | {r['ms_per_face']} | {r['cost_ratio']:.2f} | "
-                         f"{pct(r.get('val_accuracy')) if not r.get('cost_only') else 'not trained: cost only'} | "
+            if not r.get("cost_only"):
+                acc = pct(r.get("val_accuracy"))
+            else:
+                acc = "ruled out by its cost" if r["cost_ratio"] > 2 else "cost only: within 2x, not trained"
+            lines.append(f"| {r['size']} | {r['ms_per_face']} | {r['cost_ratio']:.2f} | {acc} | "
                          f"{pct(r.get('val_masked_accuracy'))} | `{r['checkpoint']}` |")
         if sizes.get("note"):
             lines += ["", sizes["note"]]
     lines += ["", ship_verdict(val, web)]
-    if val.get("note"):
-        lines += ["", val["note"]]
     return lines
 
 
@@ -501,7 +509,7 @@ def render(meta: dict, tradeoff: dict | None, region: dict | None, history: list
                   "| accuracy | " + " | ".join(pct(r["accuracy"]) for r in m["test_by_face_px"]) + " |"]
     if tradeoff:
         lines += ["", "## Input size: accuracy vs speed", "",
-                  f"Measured by `scripts/size_tradeoff.py` on {tradeoff['cpu']}, LiteRT int8, "
+                  f"Measured by `scripts/size_tradeoff.py` on {_cpu(tradeoff['cpu'])}, LiteRT int8, "
                   f"{tradeoff['threads']} threads, batch 1, no flip averaging; accuracy on the "
                   f"{tradeoff['split']} split "
                   "(threshold 0.5), never the test split. How each checkpoint was trained is in the note below "

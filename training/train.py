@@ -380,6 +380,10 @@ class Trainer:
     def fit(self, resume: bool, stop_after: int = 0) -> dict:
         last = self.run / "last.keras"
         resumed_after = -1
+        if resume and stop_after and last.is_file() and self.state["epochs_done"] >= stop_after:
+            log.info("%s: %d epochs already done (--stop-after %d): nothing to train", self.run,
+                     self.state["epochs_done"], stop_after)
+            return self.state
         if resume and last.is_file():
             self._check_history()  # before the model: a damaged history would fail after a whole epoch
             best = self.run / "best.keras"
