@@ -391,8 +391,7 @@ def trial_sections(trials: list[dict]) -> list[str]:
                   "|---|---|---|---|---|---|"]
         for r in t["models"]:
             g = r.get("vs_previous")
-            gain = (f"{g['gain'] * 100:+.2f} ({g['ci95'][0] * 100:+.2f} to {g['ci95'][1] * 100:+.2f}) points"
-                    if g else "-")
+            gain = f"{_gain(g)} points" if g else "-"
             lines.append(f"| `{r['model']}` | {pct(r['val']['balanced_accuracy'])} "
                          f"| {pct(r['val_masked']['balanced_accuracy'])} | {r['score']:.4f} | {gain} "
                          f"| {r['ms_per_face']:.2f} |")
