@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.model import (
             build_model,
             has_age_head,
+            save_checkpoint,
             weight_layers,
             weights_have_age_head,
             without_training_heads,
@@ -69,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             layer.set_weights([sum(s / total * a[i] for s, a in zip(shares, arrays, strict=True))
                                for i in range(len(arrays[0]))])
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.stem + ".partial.keras")
-        target.save(tmp)
-        tmp.replace(args.out)
+        save_checkpoint(target, args.out)
         log.info("wrote %s: %s", args.out, ", ".join(f"{s / total:.2f} x {m}" for s, m in zip(shares, args.model,
                                                                                                 strict=True)))
     except UserError as exc:

@@ -18,7 +18,6 @@ column.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
@@ -63,59 +62,57 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="how the checkpoints were trained (kept in the JSON)")
     args = p.parse_args(argv)
     setup_logging()
-    stack = contextlib.ExitStack()
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
 
-        from training.data import load_cache
-        from training.export import convert_int8, run_config
-        from training.masks import load_templates
-        from training.metrics import metrics
-        from training.model import load_checkpoint, named_outputs, without_training_heads
-        from training.train import eval_arrays
+            from training.data import load_cache
+            from training.export import convert_int8, run_config
+            from training.masks import load_templates
+            from training.metrics import metrics
+            from training.model import load_checkpoint, named_outputs, without_training_heads
+            from training.train import eval_arrays
 
-        cache = load_cache(Path(args.data))
-        templates = load_templates(Path(args.mask_templates)) if args.mask_templates else []
-        labels = cache.labels()
-        val = cache.indices("val", min_age=13)
-        rep_idx = np.random.default_rng(0).choice(cache.indices("train"), args.rep_samples, replace=False)
-        rows, classifiers = [], []
-        tmp = stack.enter_context(tempfile.TemporaryDirectory())
-        for spec, cost_only in [(s, False) for s in args.model] + [(s, True) for s in args.cost_only]:
-            size_text, _, ckpt = spec.partition("=")
-            if not size_text.isdigit() or not ckpt:
-                raise UserError(f"expected SIZE=CHECKPOINT, got {spec!r}")
-            size = int(size_text)
-            model = without_training_heads(load_checkpoint(ckpt))
-            region = run_config(Path(ckpt)).get("face_region", "full")
-            tflite = convert_int8(model, size, eval_arrays(cache, rep_idx, size, masked=False, region=region))
-            path = Path(tmp) / f"m{len(rows)}.tflite"
-            path.write_bytes(tflite)
-            clf = GenderClassifier(path, num_threads=args.threads, info=ModelInfo(size, outputs=named_outputs(model)))
-            row = {"name": f"{size} px, {region} face", "size": size, "region": region, "checkpoint": ckpt,
-                   "size_mb": round(len(tflite) / 1e6, 1), "cost_only": cost_only}
-            for tag, masked in () if cost_only else (("val", False), ("val_masked", True)):
-                x = eval_arrays(cache, val, size, masked=masked, templates=templates, region=region)
-                probs = np.concatenate([clf.predict_crops(x[i : i + 64].astype(np.uint8))
-                                        for i in range(0, len(x), 64)])
-                m = metrics(labels[val], probs, 0.5)
-                row[f"{tag}_accuracy"] = round(m["accuracy"], 4)
-                row[f"{tag}_balanced"] = round(m["balanced_accuracy"], 4)
-            rows.append(row)
-            classifiers.append(clf)
-            log.info("%s", row)
-        # The models take turns over the rounds and each keeps its median, so none pays for going first.
-        times: list[list[float]] = [[] for _ in classifiers]
-        for _ in range(max(1, args.timing_rounds)):
-            for k, clf in enumerate(classifiers):
-                times[k].append(ms_per_face(clf))
-        for row, ms in zip(rows, times, strict=True):
-            row["ms_per_face"] = round(float(np.median(ms)), 2)
-            row["ms_per_face_rounds"] = [round(t, 3) for t in ms]
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        stack.close()
+            cache = load_cache(Path(args.data))
+            templates = load_templates(Path(args.mask_templates)) if args.mask_templates else []
+            labels = cache.labels()
+            val = cache.indices("val", min_age=13)
+            rep_idx = np.random.default_rng(0).choice(cache.indices("train"), args.rep_samples, replace=False)
+            rows, classifiers = [], []
+            for spec, cost_only in [(s, False) for s in args.model] + [(s, True) for s in args.cost_only]:
+                size_text, _, ckpt = spec.partition("=")
+                if not size_text.isdigit() or not ckpt:
+                    raise UserError(f"expected SIZE=CHECKPOINT, got {spec!r}")
+                size = int(size_text)
+                model = without_training_heads(load_checkpoint(ckpt))
+                region = run_config(Path(ckpt)).get("face_region", "full")
+                tflite = convert_int8(model, size, eval_arrays(cache, rep_idx, size, masked=False, region=region))
+                path = Path(tmp) / f"m{len(rows)}.tflite"
+                path.write_bytes(tflite)
+                clf = GenderClassifier(path, num_threads=args.threads,
+                                       info=ModelInfo(size, outputs=named_outputs(model)))
+                row = {"name": f"{size} px, {region} face", "size": size, "region": region, "checkpoint": ckpt,
+                       "size_mb": round(len(tflite) / 1e6, 1), "cost_only": cost_only}
+                for tag, masked in () if cost_only else (("val", False), ("val_masked", True)):
+                    x = eval_arrays(cache, val, size, masked=masked, templates=templates, region=region)
+                    probs = np.concatenate([clf.predict_crops(x[i : i + 64].astype(np.uint8))
+                                            for i in range(0, len(x), 64)])
+                    m = metrics(labels[val], probs, 0.5)
+                    row[f"{tag}_accuracy"] = round(m["accuracy"], 4)
+                    row[f"{tag}_balanced"] = round(m["balanced_accuracy"], 4)
+                rows.append(row)
+                classifiers.append(clf)
+                log.info("%s", row)
+            # The models take turns over the rounds and each keeps its median, so none pays for going first.
+            times: list[list[float]] = [[] for _ in classifiers]
+            for _ in range(max(1, args.timing_rounds)):
+                for k, clf in enumerate(classifiers):
+                    times[k].append(ms_per_face(clf))
+            for row, ms in zip(rows, times, strict=True):
+                row["ms_per_face"] = round(float(np.median(ms)), 2)
+                row["ms_per_face_rounds"] = [round(t, 3) for t in ms]
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     for r in rows:
         r["cost_ratio"] = round(r["ms_per_face"] / rows[0]["ms_per_face"], 2)
     result = {"cpu": cpu_info(), "threads": args.threads, "split": "val, ages >= 13", "rows": rows,

@@ -42,6 +42,14 @@ def load_checkpoint(path: Path | str, advice: str = "") -> keras.Model:
                         + (f": {advice}" if advice else "")) from exc
 
 
+def save_checkpoint(model: keras.Model, path: Path) -> None:
+    """Save ``model`` to ``path`` (``.keras``) through a temporary name, so a reader never sees half
+    a file."""
+    tmp = path.with_name(path.stem + ".partial.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
 def build_model(weights: str = "none", input_size: int | None = None, head_units: int = 256,
                 dropout: float = 0.5, age_head: bool = False, feature_dim: int = 0) -> keras.Model:
     """``weights``: ``imagenet`` (needs a download), ``none`` (from scratch) or a file path.

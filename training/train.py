@@ -36,6 +36,7 @@ from .model import (
     has_age_head,
     has_feature_head,
     load_checkpoint,
+    save_checkpoint,
     soft_binary_accuracy,
     weights_have_age_head,
 )
@@ -459,7 +460,7 @@ class Trainer:
         """Keep the finished steps of this epoch in last.keras and say how to go on."""
         steps = self.steps_done
         if steps > 0 and steps < steps_per_epoch:
-            _save_atomic(model, self.run / "last.keras")
+            save_checkpoint(model, self.run / "last.keras")
             self.state["partial"] = {"epoch": epoch, "steps": steps}
             self._save_state()
             kept = (f"{self.state['epochs_done']} epoch(s) and {steps} of {steps_per_epoch} steps of epoch "
@@ -548,7 +549,7 @@ class Trainer:
                "loss": logs.get("loss"), "acc": logs.get("acc", logs.get("p_female_acc")), **metrics,
                "seconds": round(time.time() - self.epoch_started, 1), "resumed": int(resumed)}
         self.state.pop("partial", None)
-        _save_atomic(model, self.run / "last.keras")
+        save_checkpoint(model, self.run / "last.keras")
         improved = self._keep_if_best(model, metrics, epoch, size, "epoch")
         if self.cfg.swa:
             swa_metrics, swa_best = self._average_weights(model, epoch, size, metrics)
@@ -581,7 +582,7 @@ class Trainer:
         if score <= self.state["best_val_acc"]:
             return False
         self.state.update(best_val_acc=score, best_epoch=epoch + 1, best_size=size, best_kind=kind)
-        _save_atomic(model, self.run / "best.keras")
+        save_checkpoint(model, self.run / "best.keras")
         return True
 
     def _average_weights(self, model: keras.Model, epoch: int, size: int,
@@ -596,7 +597,7 @@ class Trainer:
         self.state["swa_epochs"] = n + 1
         if n == 0:
             self.swa_avg = [w.copy() for w in current]
-            _save_atomic(model, self.run / "swa.keras")
+            save_checkpoint(model, self.run / "swa.keras")
             return metrics, False
         avg = [a + (w - a) / (n + 1) for a, w in zip(avg, current, strict=True)]
         self.swa_avg = avg
@@ -604,17 +605,11 @@ class Trainer:
         log.info("epoch %d: validating the weight average of %d epochs", epoch + 1, n + 1)
         try:
             metrics = self.validate(model, size)
-            _save_atomic(model, self.run / "swa.keras")
+            save_checkpoint(model, self.run / "swa.keras")
             best = self._keep_if_best(model, metrics, epoch, size, "swa")
         finally:
             model.set_weights(current)
         return metrics, best
-
-
-def _save_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".partial.keras")
-    model.save(tmp)
-    tmp.replace(path)
 
 
 def _valid_partial(partial: object) -> bool:
